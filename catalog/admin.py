@@ -1,0 +1,176 @@
+"""Admin for data stewards: browse the catalog, correct properties, never identities."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from catalog.models import (
+    Device,
+    Metric,
+    MetricPathLineage,
+    MetricProperty,
+    MetricVersion,
+    PropertyOverride,
+)
+
+IDENTITY_HELP = "Identity fields are written by births only."
+
+
+class ReadOnlyAdminMixin:
+    """View-only for everyone: rows are written by births and versioning, not by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class MetricPropertyInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = MetricProperty
+    verbose_name_plural = "properties (as the edge sent them)"
+    fields = ("key", "type", "sparkplug_type_name", "shown_value", "updated_at")
+    readonly_fields = fields
+    extra = 0
+    ordering = ("key",)
+
+    @admin.display(description="Sparkplug type")
+    def sparkplug_type_name(self, obj: MetricProperty) -> str:
+        return obj.get_sparkplug_type_display()
+
+    @admin.display(description="value")
+    def shown_value(self, obj: MetricProperty) -> str:
+        return _show(obj.value, obj.is_null)
+
+
+class PropertyOverrideInline(admin.TabularInline):
+    """Steward corrections; the effective value is the override when present."""
+
+    model = PropertyOverride
+    verbose_name_plural = "steward overrides (win over the edge value)"
+    fields = ("key", "type", "is_null", "int_value", "long_value", "float_value", "double_value",
+              "boolean_value", "string_value", "datetime_value", "json_value", "note", "updated_by")
+    readonly_fields = ("updated_by",)
+    extra = 0
+
+
+class MetricVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = MetricVersion
+    fields = ("changed_at", "kind", "changed_by", "diff")
+    readonly_fields = fields
+    extra = 0
+    ordering = ("-id",)
+    max_num = 0
+
+    @admin.display(description="change")
+    def diff(self, obj: MetricVersion) -> str:
+        return format_html("<pre style='white-space:pre-wrap;margin:0'>{}</pre>",
+                           json.dumps(obj.change, ensure_ascii=False, indent=1, default=str))
+
+
+class LineageInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = MetricPathLineage
+    fields = ("changed_at", "old_path", "new_path", "reason", "changed_by")
+    readonly_fields = fields
+    extra = 0
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    list_display = ("uns_path", "group_id", "edge", "device", "country", "business_unit", "updated_at")
+    list_filter = ("group_id", "country", "business_unit")
+    search_fields = ("uns_path", "device", "edge")
+    readonly_fields = ("group_id", "edge", "device", "uns_path", "country", "business_unit",
+                       "created_at", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class RetiredFilter(admin.SimpleListFilter):
+    title = "retired"
+    parameter_name = "retired"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("no", "Active"), ("yes", "Retired")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "no":
+            return queryset.filter(retired_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(retired_at__isnull=False)
+        return queryset
+
+
+class PlantFilter(admin.SimpleListFilter):
+    title = "plant"
+    parameter_name = "plant"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        plants = Metric.objects.exclude(plant=None).values_list("plant", flat=True).distinct().order_by("plant")
+        return [(p, p) for p in plants[:200]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(plant=self.value()) if self.value() else queryset
+
+
+@admin.register(Metric)
+class MetricAdmin(admin.ModelAdmin):
+    list_display = ("uns_path", "datatype", "plant", "device", "alias", "retired_at", "updated_at")
+    list_filter = (PlantFilter, ("device", admin.RelatedOnlyFieldListFilter), "datatype", RetiredFilter)
+    search_fields = ("name", "uns_path", "canary_id")
+    list_select_related = ("device",)
+    show_full_result_count = False  # COUNT(*) over ~10^6 rows on every page is wasteful
+    readonly_fields = ("device", "name", "uns_path", "canary_id", "datatype", "alias", "plant",
+                       "retired_at", "created_at", "updated_at")
+    fields = readonly_fields
+    inlines = [MetricPropertyInline, PropertyOverrideInline, MetricVersionInline, LineageInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # metrics are retired, never deleted
+
+    def save_formset(self, request, form, formset, change) -> None:  # type: ignore[no-untyped-def]
+        for obj in formset.save(commit=False):
+            if isinstance(obj, PropertyOverride):
+                obj.updated_by = request.user.get_username()
+            obj.save()
+        for obj in formset.deleted_objects:
+            obj.delete()
+
+
+@admin.register(MetricVersion)
+class MetricVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("changed_at", "metric", "kind", "changed_by")
+    list_filter = ("kind",)
+    search_fields = ("metric__uns_path", "changed_by")
+    list_select_related = ("metric",)
+    show_full_result_count = False
+
+
+@admin.register(MetricPathLineage)
+class LineageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("changed_at", "metric", "old_path", "new_path", "reason", "changed_by")
+    search_fields = ("old_path", "new_path")
+    list_select_related = ("metric",)
+
+
+def _show(value: object, is_null: bool) -> str:
+    if is_null:
+        return "∅ (null)"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return repr(value) if isinstance(value, str) else str(value)

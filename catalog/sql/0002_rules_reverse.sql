@@ -1,0 +1,12 @@
+DROP PUBLICATION IF EXISTS uns_meta_pub;
+DROP TRIGGER IF EXISTS metric_versions_append_only ON uns_meta.metric_versions;
+DROP TRIGGER IF EXISTS property_overrides_touch ON uns_meta.property_overrides;
+DROP TRIGGER IF EXISTS metric_properties_touch ON uns_meta.metric_properties;
+DROP TRIGGER IF EXISTS metrics_touch ON uns_meta.metrics;
+DROP TRIGGER IF EXISTS devices_touch ON uns_meta.devices;
+ALTER TABLE uns_meta.metric_properties DROP CONSTRAINT IF EXISTS metric_properties_long_range;
+ALTER TABLE uns_meta.property_overrides DROP CONSTRAINT IF EXISTS property_overrides_one_typed_value;
+ALTER TABLE uns_meta.metric_properties DROP CONSTRAINT IF EXISTS metric_properties_one_typed_value;
+ALTER TABLE uns_meta.metric_properties DROP CONSTRAINT IF EXISTS metric_properties_id_key;
+ALTER TABLE uns_meta.metric_properties DROP CONSTRAINT metric_properties_pkey;
+ALTER TABLE uns_meta.metric_properties ADD CONSTRAINT metric_properties_pkey PRIMARY KEY (id);

@@ -1,0 +1,212 @@
+"""metasync settings: read from the environment (or an env file) only.
+
+Every variable is read through :mod:`metasync.env`, listed in `.env.example`
+and documented in `docs/configuration.md` (a test keeps the three in step).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import environ
+from kombu import Queue
+
+from metasync import env
+from metasync.env import ConfigError
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# An env file is optional: compose passes variables directly; `make` points at
+# the devstack's file. Real environment variables always win over the file.
+_ENV_FILE = os.environ.get("METASYNC_ENV_FILE", str(BASE_DIR / ".env"))
+if Path(_ENV_FILE).is_file():
+    environ.Env.read_env(_ENV_FILE, overwrite=False)
+
+# --- identity of this deployment -------------------------------------------------
+METASYNC_ENV = env.string("METASYNC_ENV", "dev")
+METASYNC_NODE = env.string("METASYNC_NODE", socket.gethostname())
+
+# --- Django core -----------------------------------------------------------------
+SECRET_KEY = env.string("DJANGO_SECRET_KEY", secret=True)
+if len(SECRET_KEY) < 32:
+    raise ConfigError("DJANGO_SECRET_KEY", "must be at least 32 characters")
+DEBUG = env.boolean("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env.csv("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
+CSRF_TRUSTED_ORIGINS = env.csv("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "django_prometheus",
+    # the flow: MQTT -> ingest -> catalog -> cdcsync -> canary
+    "catalog",
+    "ingest",
+    "cdcsync",
+    "canary",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "metasync.urls"
+WSGI_APPLICATION = "metasync.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database --------------------------------------------------------------------
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def database_config(name: str, url: str, application_name: str) -> dict:
+    """Django DATABASES entry from a postgres:// URL; validates the TLS options."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgres", "postgresql", "pgsql"):
+            raise ValueError
+        config = environ.Env.db_url_config(url)
+    except (ValueError, KeyError):
+        raise ConfigError(name, "expected a postgres://user:password@host:port/db URL") from None
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    sslmode = query.get("sslmode", "prefer")
+    if sslmode not in _SSLMODES:
+        raise ConfigError(name, f"sslmode must be one of {', '.join(_SSLMODES)}, got {sslmode!r}")
+    rootcert = query.get("sslrootcert")
+    if sslmode in ("verify-ca", "verify-full") and rootcert and not Path(rootcert).is_file():
+        raise ConfigError(name, f"sslrootcert file {rootcert!r} does not exist")
+    config["ENGINE"] = "django.db.backends.postgresql"
+    config.setdefault("OPTIONS", {})["application_name"] = application_name
+    config["CONN_MAX_AGE"] = env.integer("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+    config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+# Each daemon sets METASYNC_PROCESS so pg_stat_activity shows who is connected.
+METASYNC_PROCESS = env.string("METASYNC_PROCESS", "metasync")
+DATABASES = {"default": database_config("DATABASE_URL", env.string("DATABASE_URL", secret=True), METASYNC_PROCESS)}
+# Superuser/owner URL used only by `setup_roles` (creates roles); optional.
+DATABASE_ADMIN_URL = env.string("DATABASE_ADMIN_URL", None, secret=True)
+# Passwords `setup_roles` gives the application and CDC roles (unset: roles without password).
+METASYNC_APP_DB_PASSWORD = env.string("METASYNC_APP_DB_PASSWORD", None, secret=True)
+METASYNC_CDC_DB_PASSWORD = env.string("METASYNC_CDC_DB_PASSWORD", None, secret=True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis / Celery --------------------------------------------------------------
+REDIS_URL = env.string("REDIS_URL", secret=True)
+if urlsplit(REDIS_URL).scheme not in ("redis", "rediss", "unix"):
+    raise ConfigError("REDIS_URL", "expected a redis://, rediss:// or unix:// URL")
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Longest horizon a message may legitimately stay unacked: a 1M-metric birth
+# apply (minutes) or a Canary push with its retries (<= 60 s). Debounce delays
+# live in PostgreSQL (pending table), never as ETA tasks, so 2 h is safe and
+# still re-delivers work of a worker that vanished.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.integer("CELERY_VISIBILITY_TIMEOUT", 7200, minimum=60)}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a killed child re-queues its task
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower and celery-exporter
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = [Queue("births"), Queue("canary"), Queue("default")]
+CELERY_TASK_ROUTES = {
+    "ingest.tasks.*": {"queue": "births"},
+    "canary.tasks.*": {"queue": "canary"},
+}
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Installed into django-celery-beat's tables at beat start-up; ops can see and
+# change them in the admin (Periodic tasks).
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stuck-frames": {
+        "task": "ingest.tasks.requeue_stuck_frames",
+        "schedule": 60.0,
+        "options": {"queue": "births"},
+    },
+    "prune-ledger": {
+        "task": "ingest.tasks.prune_ledger",
+        "schedule": 3600.0,
+        "options": {"queue": "default"},
+    },
+}
+
+# --- MQTT ingest -----------------------------------------------------------------
+MQTT_HOST = env.string("MQTT_HOST", None)
+MQTT_PORT = env.integer("MQTT_PORT", 8883, minimum=1)
+MQTT_TLS = env.boolean("MQTT_TLS", True)
+MQTT_CA_FILE = env.existing_file("MQTT_CA_FILE", None)
+MQTT_USERNAME = env.string("MQTT_USERNAME", None)
+MQTT_PASSWORD = env.string("MQTT_PASSWORD", None, secret=True)
+MQTT_TOPIC = env.string("MQTT_TOPIC", "spBv1.0/Secil/DBIRTH/#")
+MQTT_KEEPALIVE = env.integer("MQTT_KEEPALIVE", 30, minimum=5)
+MQTT_CLIENT_ID = env.string("MQTT_CLIENT_ID", f"uns-spb-dbirth-meta-{METASYNC_ENV}-{METASYNC_NODE}")
+MQTT_RECONNECT_MAX_SECONDS = env.integer("MQTT_RECONNECT_MAX_SECONDS", 30, minimum=1)
+INGEST_QUEUE_MAX_FRAMES = env.integer("INGEST_QUEUE_MAX_FRAMES", 1000, minimum=1)
+INGEST_QUEUE_MAX_BYTES = env.integer("INGEST_QUEUE_MAX_BYTES", 1024 * 1024 * 1024, minimum=1024 * 1024)
+
+# --- applying births -------------------------------------------------------------
+BIRTH_CHUNK_METRICS = env.integer("BIRTH_CHUNK_METRICS", 20000, minimum=100)
+LEDGER_RETENTION_DAYS = env.integer("LEDGER_RETENTION_DAYS", 14, minimum=1)
+UNS_CONVENTION = env.choice("UNS_CONVENTION", ("default",), "default")
+UNS_NON_COUNTRY_EDGES = env.csv("UNS_NON_COUNTRY_EDGES", "Edge,Normalised")
+REBIRTH_REQUESTS_ENABLED = env.boolean("REBIRTH_REQUESTS_ENABLED", False)
+REBIRTH_MIN_INTERVAL_SECONDS = env.integer("REBIRTH_MIN_INTERVAL_SECONDS", 900, minimum=10)
+
+# --- auth / admin / static -------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = env.string("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
+
+LOG_LEVEL = env.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
