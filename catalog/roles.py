@@ -75,6 +75,7 @@ def cdc_role_statements(role: str, password: str | None, *, database: str, exist
 
 
 def _plain(part: sql.Composable) -> str:
-    if isinstance(part, sql.Identifier):
-        return ".".join(part.strings)
-    return str(part)
+    """Readable text of an identifier for printing (unquoted unless quoting is needed)."""
+    text = part.as_string(None)
+    plain = text.strip('"')
+    return plain if plain.replace("_", "").isalnum() and plain.islower() else text

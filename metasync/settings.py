@@ -19,10 +19,12 @@ from metasync.env import ConfigError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-# An env file is optional: compose passes variables directly; `make` points at
-# the devstack's file. Real environment variables always win over the file.
-_ENV_FILE = os.environ.get("METASYNC_ENV_FILE", str(BASE_DIR / ".env"))
-if Path(_ENV_FILE).is_file():
+# An env file is optional: compose passes variables directly. Without
+# METASYNC_ENV_FILE the first of `.env` and the devstack's `.devstack/env` that
+# exists is read. Real environment variables always win over the file.
+_ENV_FILE = os.environ.get("METASYNC_ENV_FILE") or next(
+    (str(p) for p in (BASE_DIR / ".env", BASE_DIR / ".devstack" / "env") if p.is_file()), "")
+if _ENV_FILE and Path(_ENV_FILE).is_file():
     environ.Env.read_env(_ENV_FILE, overwrite=False)
 
 # --- identity of this deployment -------------------------------------------------

@@ -1,13 +1,13 @@
-"""Test set-up: the suite runs against the devstack (real PostgreSQL, Redis, Mosquitto)."""
+"""Test set-up: the suite runs against the devstack (real PostgreSQL, Redis, Mosquitto).
+
+Settings read `.devstack/env` (see metasync/settings.py); `make test` starts the
+devstack first.
+"""
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("METASYNC_ENV_FILE", str(ROOT / ".devstack" / "env"))
-if not Path(os.environ["METASYNC_ENV_FILE"]).is_file() and "DATABASE_URL" not in os.environ:
-    raise SystemExit(
-        "tests need the devstack: run `make test` (or `.venv/bin/python scripts/devstack up` first)"
-    )
+# Test helpers (builders, brokers) are imported as top-level modules.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
