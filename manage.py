@@ -10,7 +10,13 @@ def main() -> None:
     configure_or_exit()
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    from metasync.env import ConfigError
+
+    try:
+        execute_from_command_line(sys.argv)
+    except ConfigError as exc:  # a daemon found a setting it needs missing or wrong
+        sys.stderr.write(f"metasync: configuration error: {exc}\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

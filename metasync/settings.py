@@ -178,6 +178,7 @@ MQTT_CLIENT_ID = env.string("MQTT_CLIENT_ID", f"uns-spb-dbirth-meta-{METASYNC_EN
 MQTT_RECONNECT_MAX_SECONDS = env.integer("MQTT_RECONNECT_MAX_SECONDS", 30, minimum=1)
 INGEST_QUEUE_MAX_FRAMES = env.integer("INGEST_QUEUE_MAX_FRAMES", 1000, minimum=1)
 INGEST_QUEUE_MAX_BYTES = env.integer("INGEST_QUEUE_MAX_BYTES", 1024 * 1024 * 1024, minimum=1024 * 1024)
+INGEST_METRICS_PORT = env.integer("INGEST_METRICS_PORT", 9101, minimum=0)
 
 # --- applying births -------------------------------------------------------------
 BIRTH_CHUNK_METRICS = env.integer("BIRTH_CHUNK_METRICS", 20000, minimum=100)

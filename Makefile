@@ -1,0 +1,67 @@
+# metasync — the README's two commands are `make demo` and `make test`.
+# Everything bootstraps itself: venv, dependencies, the private devstack
+# (PostgreSQL with TLS + wal_level=logical, Redis, Mosquitto with TLS 1.3), migrations.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+DEVSTACK := $(PY) scripts/devstack
+LOGS := .devstack/logs
+
+.PHONY: help venv devstack migrate test demo up down status bench bench-ingest lint proto clean
+
+help:
+	@echo "make demo          start everything locally and show it (Ctrl-C stops)"
+	@echo "make test          run the whole test suite (starts what it needs)"
+	@echo "make up|down|status  the local stack, detached (logs in $(LOGS)/)"
+	@echo "make bench         benchmarks -> bench/results/*.json"
+	@echo "make lint          ruff"
+
+venv: $(STAMP)
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+devstack: venv
+	$(DEVSTACK) up
+
+migrate: devstack
+	$(PY) manage.py migrate --noinput
+
+test: devstack
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+proto: venv
+	scripts/gen-proto
+
+demo: migrate
+	$(PY) scripts/demo
+
+up: migrate
+	$(PY) scripts/demo --detach
+
+down: venv
+	-$(PY) scripts/demo --stop
+	$(DEVSTACK) down
+
+status: venv
+	$(DEVSTACK) status
+	-$(PY) scripts/demo --status
+
+bench: bench-ingest
+
+bench-ingest: migrate
+	$(PY) bench/ingest.py
+
+clean: down
+	rm -rf .devstack

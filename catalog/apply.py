@@ -1,0 +1,538 @@
+"""Apply one DBIRTH frame from the birth ledger to the catalog (SYSTEM.md §5).
+
+Called by the ``process_birth`` task and by ``replay_birth``: one code path.
+
+Cost model, because births are huge (~100k metrics, ~1M properties) and are
+re-sent unchanged on every transmitter refresh:
+- each metric gets a value-free fingerprint (name, datatype, raw property bytes);
+  a metric whose fingerprint matches the catalog costs nothing — no decode of its
+  properties, no write. An identical re-birth writes zero catalog rows.
+- new metrics go in with ``COPY`` (ids pre-allocated from the sequence);
+  changed ones are diffed key by key against the stored properties and written
+  set-based (``COPY`` into a temporary table, then one upsert / delete).
+- metrics stream in chunks of ``BIRTH_CHUNK_METRICS`` so memory stays bounded.
+
+Everything for one frame happens in one transaction (a dry run does all of it
+and rolls back, reporting the versions it would have written), serialized per device by
+an advisory lock; the ledger row's final status is written in that same
+transaction, so duplicate, retried and concurrent deliveries are harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+import psycopg
+from django.conf import settings
+from django.db import connection, transaction
+from psycopg.types.json import Jsonb
+
+from catalog import propvalues, uns
+from ingest.sparkplug import DecodeError, RawMetric, decode_properties, iter_metrics, read_header
+
+log = logging.getLogger(__name__)
+
+LOCK_NAMESPACE = 0x6D73  # "ms": advisory-lock class for per-device serialization
+
+PROPERTY_COLUMNS = ("metric_id", "key", "sparkplug_type", "type", "is_null") + propvalues.VALUE_COLUMNS
+METRIC_COLUMNS = ("id", "device_id", "name", "uns_path", "datatype", "alias", "plant", "fingerprint")
+VERSION_COLUMNS = ("metric_id", "kind", "change", "changed_by")
+
+
+class Rejected(Exception):
+    """The frame cannot be applied; the reason is stored on its ledger row."""
+
+
+@dataclass
+class Outcome:
+    frame_id: int
+    status: str
+    reason: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    device_id: int | None = None
+    # Only filled in dry-run mode: the versions the frame would write.
+    diff: list[dict] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Known:
+    """A catalog metric of the device being applied (loaded once per frame)."""
+
+    id: int
+    name: str
+    uns_path: str
+    datatype: int
+    alias: int | None
+    fingerprint: bytes
+    retired: bool
+
+
+@dataclass(slots=True)
+class Incoming:
+    name: str
+    raw: RawMetric
+    fingerprint: bytes
+    uns_path: str = ""
+
+
+def fingerprint(name: str, datatype: int, properties: bytes) -> bytes:
+    """Value-free definition fingerprint: name, datatype and the raw property set."""
+    h = hashlib.blake2b(name.encode(), digest_size=16)
+    h.update(b"\0%d\0" % datatype)
+    h.update(properties)
+    return h.digest()
+
+
+def process_birth(frame_id: int, *, dry_run: bool = False) -> Outcome:
+    """Apply ledger frame ``frame_id``; idempotent. Returns what became of it."""
+    from ingest.models import BirthFrame
+
+    frame = BirthFrame.objects.filter(pk=frame_id).values("topic", "status").first()
+    if frame is None:
+        return Outcome(frame_id, "missing", "no such ledger frame")
+    if frame["status"] != BirthFrame.Status.RECEIVED:
+        return Outcome(frame_id, frame["status"], "already processed")
+    started = time.monotonic()
+    try:
+        topic = uns.parse_topic(frame["topic"])
+        if topic.verb != "DBIRTH" or topic.device is None:
+            raise Rejected(f"not a DBIRTH topic: {frame['topic']!r} (verb {topic.verb})")
+        with transaction.atomic():
+            outcome = BirthApplier(frame_id, frame["topic"], topic, dry_run=dry_run).run()
+            _finish(frame_id, outcome, time.monotonic() - started)
+            if dry_run:
+                transaction.set_rollback(True)
+        return outcome
+    except (Rejected, DecodeError, uns.TopicError) as exc:
+        outcome = Outcome(frame_id, BirthFrame.Status.REJECTED, str(exc))
+        if not dry_run:
+            _finish(frame_id, outcome, time.monotonic() - started)
+        return outcome
+
+
+def _finish(frame_id: int, outcome: Outcome, seconds: float) -> None:
+    with connection.cursor() as cur:
+        cur.execute(
+            "UPDATE uns_meta.birth_frames SET status = %s, reason = %s, counts = %s, device_id = %s,"
+            " processed_at = now(), apply_seconds = %s, attempts = attempts + 1"
+            " WHERE id = %s AND status = 'received'",
+            [outcome.status, outcome.reason[:10000], Jsonb(outcome.counts) if outcome.counts else None,
+             outcome.device_id, seconds, frame_id],
+        )
+
+
+def _chunks(items: Iterable[RawMetric], size: int) -> Iterator[list[RawMetric]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class BirthApplier:
+    """One frame, one transaction. Small methods, each one unit of the algorithm."""
+
+    def __init__(self, frame_id: int, topic_name: str, topic: uns.Topic, *, dry_run: bool = False) -> None:
+        self.frame_id = frame_id
+        self.topic_name = topic_name
+        self.topic = topic
+        self.dry_run = dry_run
+        self.changed_by = f"birth:{frame_id}"
+        self.conn: psycopg.Connection = connection.connection  # Django's psycopg 3 connection
+        self.counts = dict.fromkeys(
+            ("metrics", "new", "changed", "unchanged", "retired", "restored", "renamed", "rejected", "versions"), 0)
+        self.problems: list[str] = []
+        self.diff: list[dict] = []
+        self.unresolved_aliases = 0
+        self.convention = uns.Convention(settings.UNS_CONVENTION, frozenset(settings.UNS_NON_COUNTRY_EDGES))
+
+    # --- frame level -------------------------------------------------------------
+    def run(self) -> Outcome:
+        t = self.topic
+        self.conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                          (LOCK_NAMESPACE, f"{t.group_id}/{t.edge}/{t.device}"))
+        row = self.conn.execute(
+            "SELECT status, sha256 FROM uns_meta.birth_frames WHERE id = %s FOR UPDATE", (self.frame_id,)
+        ).fetchone()
+        if row is None or row[0] != "received":  # lost a race with another delivery
+            return Outcome(self.frame_id, row[0] if row else "missing", "already processed")
+        sha256 = bytes(row[1])
+        payload = self._payload()
+        header = read_header(payload)
+        self.payload_ts = header.timestamp
+        self.conn.execute("UPDATE uns_meta.birth_frames SET payload_ts = %s WHERE id = %s",
+                          (header.timestamp, self.frame_id))
+        verdict = self._duplicate_or_stale(sha256, header.timestamp)
+        if verdict:
+            return verdict
+        self.device_id, self.device_path = self._device()
+        self._load_known()
+        for chunk in _chunks(iter_metrics(payload), settings.BIRTH_CHUNK_METRICS):
+            self._apply_chunk(chunk)
+        del payload
+        self._apply_deferred_renames()
+        self._retire_absent()
+        if self.counts["metrics"] == 0:
+            raise Rejected("the birth has no metrics")
+        reason = ""
+        if self.problems:
+            shown = "; ".join(self.problems[:20])
+            more = len(self.problems) - 20
+            reason = f"{len(self.problems)} metric(s) rejected: {shown}" + (f"; … {more} more" if more > 0 else "")
+        if self.unresolved_aliases:
+            reason = (reason + "; " if reason else "") + f"{self.unresolved_aliases} alias(es) unresolved"
+            self._request_rebirth()
+        return Outcome(self.frame_id, "applied", reason, self.counts, self.device_id, self.diff)
+
+    def _payload(self) -> bytes:
+        # Binary result format: no hex round-trip for payloads of tens of MB.
+        with psycopg.Cursor(self.conn) as cur:  # server-side binding: binary results allowed
+            cur.execute("SELECT payload FROM uns_meta.birth_frames WHERE id = %s", (self.frame_id,), binary=True)
+            return cur.fetchone()[0]
+
+    def _duplicate_or_stale(self, sha256: bytes, payload_ts: int | None) -> Outcome | None:
+        last = self.conn.execute(
+            "SELECT id, payload_ts, sha256 FROM uns_meta.birth_frames"
+            " WHERE topic = %s AND status = 'applied' ORDER BY payload_ts DESC NULLS LAST, id DESC LIMIT 1",
+            (self.topic_name,),
+        ).fetchone()
+        if last is None:
+            return None
+        last_id, last_ts, last_sha = last
+        if bytes(last_sha) == sha256:
+            return Outcome(self.frame_id, "duplicate", f"same bytes as applied frame {last_id}")
+        if payload_ts is not None and last_ts is not None and payload_ts < last_ts:
+            return Outcome(self.frame_id, "stale",
+                           f"payload timestamp {payload_ts} is older than applied frame {last_id} ({last_ts})")
+        return None
+
+    def _device(self) -> tuple[int, str]:
+        t = self.topic
+        path = uns.device_path(t.group_id, t.edge, t.device)
+        attrs = self.convention.classify(t, "")
+        owner = self.conn.execute(
+            "SELECT group_id, edge, device FROM uns_meta.devices WHERE uns_path = %s", (path,)).fetchone()
+        if owner and tuple(owner) != (t.group_id, t.edge, t.device):
+            raise Rejected(f"device path {path!r} already belongs to device {'/'.join(owner)!r}")
+        row = self.conn.execute(
+            "INSERT INTO uns_meta.devices AS d (group_id, edge, device, uns_path, country, business_unit)"
+            " VALUES (%s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (group_id, edge, device) DO UPDATE"
+            " SET uns_path = EXCLUDED.uns_path, country = EXCLUDED.country, business_unit = EXCLUDED.business_unit"
+            " WHERE (d.uns_path, d.country, d.business_unit)"
+            "   IS DISTINCT FROM (EXCLUDED.uns_path, EXCLUDED.country, EXCLUDED.business_unit)"
+            " RETURNING id",
+            (t.group_id, t.edge, t.device, path, attrs.country, attrs.business_unit),
+        ).fetchone()
+        if row is None:  # unchanged device: no write at all
+            row = self.conn.execute(
+                "SELECT id FROM uns_meta.devices WHERE group_id = %s AND edge = %s AND device = %s",
+                (t.group_id, t.edge, t.device),
+            ).fetchone()
+        return row[0], path
+
+    def _load_known(self) -> None:
+        self.known: dict[str, Known] = {}
+        self.path_owner: dict[str, str] = {}
+        self.by_alias: dict[int, Known] = {}
+        with psycopg.Cursor(self.conn) as cur:
+            cur.execute(
+                "SELECT id, name, uns_path, datatype, alias, fingerprint, retired_at IS NOT NULL"
+                " FROM uns_meta.metrics WHERE device_id = %s", (self.device_id,), binary=True)
+            for mid, name, path, datatype, alias, fp, retired in cur:
+                known = Known(mid, name, path, datatype, alias, bytes(fp), retired)
+                self.known[name] = known
+                self.path_owner[path] = name
+                if alias is not None:
+                    self.by_alias[alias] = known
+        self.seen_ids: set[int] = set()
+        self.seen_names: set[str] = set()
+        self.deferred: list[Incoming] = []
+
+    # --- per chunk ---------------------------------------------------------------
+    def _apply_chunk(self, chunk: list[RawMetric]) -> None:
+        new: list[Incoming] = []
+        changed: list[tuple[Known, Incoming]] = []
+        alias_moves: list[tuple[int, int | None]] = []
+        for raw in chunk:
+            self.counts["metrics"] += 1
+            name = self._name_of(raw)
+            if name is None:
+                continue
+            if name in self.seen_names:
+                self._reject(raw, name, "name appears twice in the birth")
+                continue
+            self.seen_names.add(name)
+            incoming = Incoming(name, raw, fingerprint(name, raw.datatype, raw.properties))
+            known = self.known.get(name)
+            if known is None:
+                if not self._claim_path(incoming):
+                    continue
+                if raw.alias is not None and self._rename_candidate(raw) is not None:
+                    self.deferred.append(incoming)  # decided once the whole birth is seen
+                else:
+                    new.append(incoming)
+                continue
+            self.seen_ids.add(known.id)
+            if known.retired or known.fingerprint != incoming.fingerprint or known.datatype != raw.datatype:
+                incoming.uns_path = known.uns_path
+                changed.append((known, incoming))
+            else:
+                self.counts["unchanged"] += 1
+                if known.alias != raw.alias:
+                    alias_moves.append((known.id, raw.alias))
+        if new:
+            self._insert_new(new)
+        if changed:
+            self._update_changed(changed)
+        if alias_moves:
+            self._move_aliases(alias_moves)
+
+    def _name_of(self, raw: RawMetric) -> str | None:
+        if raw.name is not None:
+            if raw.name == "":
+                self._reject(raw, "", "empty metric name")
+                return None
+            return raw.name
+        if raw.alias is None:
+            self._reject(raw, "", "metric has neither name nor alias")
+            return None
+        known = self.by_alias.get(raw.alias)
+        if known is not None:
+            return known.name
+        row = self.conn.execute(
+            "SELECT m.name FROM uns_meta.metrics m JOIN uns_meta.devices d ON d.id = m.device_id"
+            " WHERE d.group_id = %s AND d.edge = %s AND m.alias = %s ORDER BY m.updated_at DESC LIMIT 1",
+            (self.topic.group_id, self.topic.edge, raw.alias),
+        ).fetchone()
+        if row is not None:
+            return row[0]
+        self.unresolved_aliases += 1
+        return f"alias:{raw.alias}"
+
+    def _claim_path(self, incoming: Incoming) -> bool:
+        path = uns.metric_path(self.device_path, incoming.name)
+        owner = self.path_owner.get(path)
+        if owner is not None and owner != incoming.name:
+            self._reject(incoming.raw, incoming.name, f"path {path!r} already used by {owner!r}")
+            return False
+        self.path_owner[path] = incoming.name
+        incoming.uns_path = path
+        return True
+
+    def _rename_candidate(self, raw: RawMetric) -> Known | None:
+        known = self.by_alias.get(raw.alias)  # type: ignore[arg-type]
+        if known is None or known.datatype != raw.datatype or known.id in self.seen_ids:
+            return None
+        return known
+
+    def _reject(self, raw: RawMetric, name: str, why: str) -> None:
+        self.counts["rejected"] += 1
+        self.problems.append(f"metric #{raw.index} {name!r}: {why}")
+
+    # --- writes --------------------------------------------------------------------
+    def _insert_new(self, new: list[Incoming]) -> None:
+        ids = [r[0] for r in self.conn.execute(
+            "SELECT nextval(pg_get_serial_sequence('uns_meta.metrics', 'id')) FROM generate_series(1, %s)",
+            (len(new),))]
+        with self.conn.cursor() as cur:
+            with cur.copy(f"COPY uns_meta.metrics ({', '.join(METRIC_COLUMNS)}) FROM STDIN") as cp:
+                for mid, inc in zip(ids, new):
+                    plant = self.convention.classify(self.topic, inc.name).plant
+                    cp.write_row((mid, self.device_id, inc.name, inc.uns_path, inc.raw.datatype, inc.raw.alias,
+                                  plant, inc.fingerprint))
+            versions = []
+            with cur.copy(f"COPY uns_meta.metric_properties ({', '.join(PROPERTY_COLUMNS)}) FROM STDIN") as cp:
+                for mid, inc in zip(ids, new):
+                    props = self._decode(inc)
+                    for key, (sptype, value) in props.items():
+                        kind, is_null, cols = _columns(sptype, value, inc, key)
+                        cp.write_row((mid, key, sptype, kind, is_null) + cols)
+                    versions.append((mid, "created", {
+                        "name": inc.name, "uns_path": inc.uns_path, "datatype": inc.raw.datatype,
+                        "added": {k: v for k, (_, v) in props.items()}}))
+            self._write_versions(cur, versions)
+        for mid, inc in zip(ids, new):
+            self.seen_ids.add(mid)
+        self.counts["new"] += len(new)
+
+    def _update_changed(self, changed: list[tuple[Known, Incoming]]) -> None:
+        current = self._stored_properties([k.id for k, _ in changed])
+        upserts: list[tuple] = []
+        deletes: list[tuple[int, str]] = []
+        metric_rows: list[tuple] = []
+        versions: list[tuple[int, str, dict]] = []
+        for known, inc in changed:
+            props = self._decode(inc)
+            diff, rows, gone = _diff(current.get(known.id, {}), props)
+            upserts.extend((known.id, key) + row for key, row in rows)
+            deletes.extend((known.id, key) for key in gone)
+            if known.datatype != inc.raw.datatype:
+                diff["datatype"] = [known.datatype, inc.raw.datatype]
+            kind = "restored" if known.retired else "changed"
+            if known.retired:
+                self.counts["restored"] += 1
+            elif diff:
+                self.counts["changed"] += 1
+            else:
+                self.counts["unchanged"] += 1  # same definition, different encoding
+            metric_rows.append((known.id, inc.fingerprint, inc.raw.datatype, inc.raw.alias, None))
+            if diff or known.retired:
+                versions.append((known.id, kind, diff))
+            known.fingerprint, known.datatype, known.retired = inc.fingerprint, inc.raw.datatype, False
+        self._write_properties(upserts, deletes)
+        self._update_metrics(metric_rows)
+        with self.conn.cursor() as cur:
+            self._write_versions(cur, versions)
+
+    def _apply_deferred_renames(self) -> None:
+        """A new name whose alias+datatype match a metric absent from this birth is a rename."""
+        fresh: list[Incoming] = []
+        for inc in self.deferred:
+            known = self._rename_candidate(inc.raw)
+            if known is None:
+                fresh.append(inc)
+                continue
+            self.seen_ids.add(known.id)
+            old_name, old_path = known.name, known.uns_path
+            self._rename(known, inc)
+            self.counts["renamed"] += 1
+            self.path_owner.pop(old_path, None)
+            log.info("metric %s renamed %r -> %r (alias %s)", known.id, old_name, inc.name, inc.raw.alias)
+        if fresh:
+            self._insert_new(fresh)
+
+    def _rename(self, known: Known, inc: Incoming) -> None:
+        current = self._stored_properties([known.id])
+        props = self._decode(inc)
+        diff, rows, gone = _diff(current.get(known.id, {}), props)
+        diff["name"] = [known.name, inc.name]
+        diff["uns_path"] = [known.uns_path, inc.uns_path]
+        self.conn.execute(
+            "UPDATE uns_meta.metrics SET name = %s, uns_path = %s, fingerprint = %s, alias = %s,"
+            " datatype = %s, retired_at = NULL WHERE id = %s",
+            (inc.name, inc.uns_path, inc.fingerprint, inc.raw.alias, inc.raw.datatype, known.id))
+        self._write_properties([(known.id, key) + row for key, row in rows], [(known.id, k) for k in gone])
+        self.conn.execute(
+            "INSERT INTO uns_meta.metric_path_lineage AS l (metric_id, old_path, new_path, reason, changed_by)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (metric_id, old_path, new_path)"
+            " DO UPDATE SET changed_at = now(), reason = EXCLUDED.reason, changed_by = EXCLUDED.changed_by",
+            (known.id, known.uns_path, inc.uns_path, f"renamed by alias {inc.raw.alias}", self.changed_by))
+        with self.conn.cursor() as cur:
+            self._write_versions(cur, [(known.id, "renamed", diff)])
+
+    def _retire_absent(self) -> None:
+        gone = [k for k in self.known.values() if not k.retired and k.id not in self.seen_ids]
+        if not gone:
+            return
+        self.counts["retired"] += len(gone)
+        self.conn.execute(
+            "UPDATE uns_meta.metrics SET retired_at = now() WHERE id = ANY(%s) AND retired_at IS NULL",
+            ([k.id for k in gone],))
+        with self.conn.cursor() as cur:
+            self._write_versions(cur, [(k.id, "retired", {"absent_from": self.changed_by}) for k in gone])
+
+    # --- helpers -------------------------------------------------------------------
+    def _decode(self, inc: Incoming) -> dict[str, tuple[int, object]]:
+        where = f"metric #{inc.raw.index} {inc.name!r}"
+        return {k: propvalues.comparable(t, v)
+                for k, (t, v) in decode_properties(inc.raw.properties, where=where).items()}
+
+    def _stored_properties(self, metric_ids: list[int]) -> dict[int, dict[str, tuple[int, object]]]:
+        out: dict[int, dict[str, tuple[int, object]]] = {}
+        with self.conn.cursor() as cur:
+            cur.execute(
+                f"SELECT metric_id, key, sparkplug_type, type, is_null, {', '.join(propvalues.VALUE_COLUMNS)}"
+                " FROM uns_meta.metric_properties WHERE metric_id = ANY(%s)", (metric_ids,))
+            for mid, key, sptype, kind, is_null, *cols in cur:
+                out.setdefault(mid, {})[key] = propvalues.from_row(sptype, kind, is_null, tuple(cols))
+        return out
+
+    def _write_properties(self, upserts: list[tuple], deletes: list[tuple[int, str]]) -> None:
+        if deletes:
+            self.conn.execute(
+                "DELETE FROM uns_meta.metric_properties p USING unnest(%s::bigint[], %s::text[]) AS r(metric_id, key)"
+                " WHERE p.metric_id = r.metric_id AND p.key = r.key",
+                ([d[0] for d in deletes], [d[1] for d in deletes]))
+        if not upserts:
+            return
+        columns = ", ".join(PROPERTY_COLUMNS)
+        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in PROPERTY_COLUMNS[2:])
+        old = ", ".join(f"p.{c}" for c in PROPERTY_COLUMNS[2:])
+        new = ", ".join(f"EXCLUDED.{c}" for c in PROPERTY_COLUMNS[2:])
+        with self.conn.cursor() as cur:
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_properties ON COMMIT DELETE ROWS AS"
+                        f" SELECT {columns} FROM uns_meta.metric_properties WITH NO DATA")
+            cur.execute("TRUNCATE stage_properties")
+            with cur.copy(f"COPY stage_properties ({columns}) FROM STDIN") as cp:
+                for row in upserts:
+                    cp.write_row(row)
+            cur.execute(
+                f"INSERT INTO uns_meta.metric_properties AS p ({columns}) SELECT {columns} FROM stage_properties"
+                f" ON CONFLICT (metric_id, key) DO UPDATE SET {assignments}"
+                f" WHERE ({old}) IS DISTINCT FROM ({new})")
+
+    def _update_metrics(self, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        self.conn.execute(
+            "UPDATE uns_meta.metrics m SET fingerprint = s.fp, datatype = s.dt, alias = s.alias, retired_at = NULL"
+            " FROM unnest(%s::bigint[], %s::bytea[], %s::smallint[], %s::bigint[]) AS s(id, fp, dt, alias)"
+            " WHERE m.id = s.id",
+            ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]))
+
+    def _move_aliases(self, moves: list[tuple[int, int | None]]) -> None:
+        self.conn.execute(
+            "UPDATE uns_meta.metrics m SET alias = s.alias FROM unnest(%s::bigint[], %s::bigint[]) AS s(id, alias)"
+            " WHERE m.id = s.id AND m.alias IS DISTINCT FROM s.alias",
+            ([m[0] for m in moves], [m[1] for m in moves]))
+
+    def _write_versions(self, cur: psycopg.Cursor, versions: list[tuple[int, str, dict]]) -> None:
+        if not versions:
+            return
+        self.counts["versions"] += len(versions)
+        if self.dry_run:  # the transaction is rolled back; keep what it would have written
+            self.diff.extend({"metric_id": m, "kind": k, "change": c} for m, k, c in versions)
+        with cur.copy(f"COPY uns_meta.metric_versions ({', '.join(VERSION_COLUMNS)}) FROM STDIN") as cp:
+            for mid, kind, change in versions:
+                cp.write_row((mid, kind, Jsonb(change), self.changed_by))
+
+    def _request_rebirth(self) -> None:
+        if self.dry_run or not settings.REBIRTH_REQUESTS_ENABLED:
+            return
+        from ingest.rebirth import request_rebirth
+
+        group, edge = self.topic.group_id, self.topic.edge
+        transaction.on_commit(lambda: request_rebirth(group, edge))
+
+
+def _columns(sptype: int, value: object, inc: Incoming, key: str) -> tuple[str, bool, tuple]:
+    try:
+        return propvalues.to_columns(sptype, value)
+    except KeyError:
+        raise Rejected(f"metric #{inc.raw.index} {inc.name!r}: property {key!r} has unsupported type {sptype}") \
+            from None
+
+
+def _diff(old: dict[str, tuple[int, object]], new: dict[str, tuple[int, object]]
+          ) -> tuple[dict, list[tuple[str, tuple]], list[str]]:
+    """Key-level diff → (version change, rows to upsert, keys to delete)."""
+    added = {k: v for k, (_, v) in new.items() if k not in old}
+    changed = {k: [old[k][1], v] for k, (t, v) in new.items() if k in old and old[k] != (t, v)}
+    removed = {k: v for k, (_, v) in old.items() if k not in new}
+    diff: dict = {}
+    if added:
+        diff["added"] = added
+    if changed:
+        diff["changed"] = changed
+    if removed:
+        diff["removed"] = removed
+    rows = []
+    for key in [*added, *changed]:
+        sptype, value = new[key]
+        kind, is_null, cols = propvalues.to_columns(sptype, value)
+        rows.append((key, (sptype, kind, is_null) + cols))
+    return diff, rows, list(removed)
