@@ -372,16 +372,15 @@ class BirthApplier:
             deletes.extend((known.id, key) for key in gone)
             if known.datatype != inc.raw.datatype:
                 diff["datatype"] = [known.datatype, inc.raw.datatype]
+            if not diff and not known.retired:
+                # Same definition in another encoding (e.g. keys reordered): no write at
+                # all, so no CDC traffic; the stored fingerprint stays as it is.
+                self.counts["unchanged"] += 1
+                continue
             kind = "restored" if known.retired else "changed"
-            if known.retired:
-                self.counts["restored"] += 1
-            elif diff:
-                self.counts["changed"] += 1
-            else:
-                self.counts["unchanged"] += 1  # same definition, different encoding
-            metric_rows.append((known.id, inc.fingerprint, inc.raw.datatype, inc.raw.alias, None))
-            if diff or known.retired:
-                versions.append((known.id, kind, diff))
+            self.counts[kind] += 1
+            metric_rows.append((known.id, inc.fingerprint, inc.raw.datatype, inc.raw.alias))
+            versions.append((known.id, kind, diff))
             known.fingerprint, known.datatype, known.retired = inc.fingerprint, inc.raw.datatype, False
         self._write_properties(upserts, deletes)
         self._update_metrics(metric_rows)

@@ -12,6 +12,8 @@ import struct
 from datetime import datetime, timezone
 from decimal import Decimal
 
+from psycopg.types.json import Jsonb
+
 from ingest.sparkplug import DataType
 
 # Sparkplug type code -> storage type (enum uns_meta.property_type)
@@ -58,6 +60,8 @@ def to_columns(sparkplug_type: int, value: object) -> tuple[str, bool, tuple]:
     columns = [None] * 8
     if kind == "datetime":
         value = ms_to_datetime(value)  # type: ignore[arg-type]
+    elif kind == "json":
+        value = Jsonb(value)
     columns[_SLOT[kind]] = value
     return kind, False, tuple(columns)
 
@@ -82,7 +86,3 @@ def comparable(sparkplug_type: int, value: object) -> tuple[int, object]:
         return sparkplug_type, f32(value)  # type: ignore[arg-type]
     return sparkplug_type, value
 
-
-def jsonable(value: object) -> object:
-    """A property value as it is shown in version diffs (JSON)."""
-    return value

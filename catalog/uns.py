@@ -1,0 +1,252 @@
+"""UNS identity: topics, normalized paths, Canary ids and filter attributes (SYSTEM.md §2).
+
+This module is the one place the normalization rules are defined. It is pure Python (no
+Django) so ingest, the catalog and tools all derive the same paths.
+
+Segment normalization (:func:`normalize_segment`), applied to every topic id and to every
+``/``-separated part of a metric name:
+
+1. Unicode NFC (``"Outa\\u0303o"`` and ``"Outão"`` are the same segment).
+2. Trim leading/trailing whitespace.
+3. Keep Unicode letters and digits (``str.isalnum``: ``Outão`` stays ``Outão``), ``_`` and ``-``.
+4. Every other character becomes ``_``: whitespace, ``.`` (Canary's path separator), ``/``,
+   ``+``, ``#``, punctuation, symbols, control characters, and combining marks that NFC could
+   not fold into a letter.
+5. Runs of ``_`` (original or produced by 4) collapse to one ``_``. ``-`` is kept and is not a
+   run breaker for whitespace: ``"400 - Clinker Production"`` -> ``"400_-_Clinker_Production"``.
+   Leading/trailing ``_`` are kept (``"Foo."`` -> ``"Foo_"``), so fewer names collide.
+6. Never empty: an empty segment becomes ``_`` (``""``, ``"   "``, ``"..."`` -> ``"_"``).
+
+Metric names (:func:`metric_path`): ``/`` separates folders. Segments that are empty after
+trimming (``a//b``, a leading or trailing ``/``, ``a/ /b``) carry no folder and are dropped;
+a name with no non-empty segment at all becomes the single segment ``_``. Dropping can make two
+names collide (``a//b`` and ``a/b``): that is reported by :class:`PathCollisions`, like any
+other collision.
+
+A device path is ``group/edge/device`` (``group/edge`` for node-level metrics of an NBIRTH); a
+metric path is the device path plus the metric's segments; the Canary id is the path with ``/``
+replaced by ``.`` (segments never contain ``.``, so it is unambiguous).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+SPARKPLUG_NAMESPACE = "spBv1.0"
+NODE_VERBS = frozenset({"NBIRTH", "NDEATH", "NDATA", "NCMD"})
+DEVICE_VERBS = frozenset({"DBIRTH", "DDEATH", "DDATA", "DCMD"})
+EMPTY_SEGMENT = "_"
+
+# Python's \w is exactly str.isalnum() plus "_"; one pass replaces every run of characters that
+# are illegal or "_" by a single "_" (steps 3-5 of the module docstring).
+_ILLEGAL_RUN = re.compile(r"(?:_|[^\w-])+")
+_TOPIC_ID_FORBIDDEN = re.compile(r"[+#/]")
+
+
+@lru_cache(maxsize=65536)  # births repeat the same folder names across thousands of metrics
+def normalize_segment(s: str) -> str:
+    """One normalized, never-empty path segment (rules in the module docstring)."""
+    s = unicodedata.normalize("NFC", s).strip()
+    return _ILLEGAL_RUN.sub("_", s) or EMPTY_SEGMENT
+
+
+def device_path(group: str, edge: str, device: str | None = None) -> str:
+    """``group/edge/device`` normalized; without a device, the edge node's own path."""
+    ids = (group, edge) if device is None else (group, edge, device)
+    return "/".join(normalize_segment(i) for i in ids)
+
+
+def metric_segments(metric_name: str) -> list[str]:
+    """Normalized folder segments of a metric name (empty segments dropped, never empty)."""
+    segments = [normalize_segment(p) for p in metric_name.split("/") if p.strip()]
+    return segments or [EMPTY_SEGMENT]
+
+
+def metric_path(device_path: str, metric_name: str) -> str:
+    return device_path + "/" + "/".join(metric_segments(metric_name))
+
+
+def canary_id(uns_path: str) -> str:
+    return uns_path.replace("/", ".")
+
+
+# --------------------------------------------------------------------------------------------
+# Topics
+
+
+class TopicError(ValueError):
+    """The topic is not a Sparkplug B edge-node/device topic; the message gives the reason."""
+
+
+@dataclass(frozen=True)
+class Topic:
+    namespace: str
+    group_id: str
+    verb: str
+    edge: str
+    device: str | None
+
+    @property
+    def is_device(self) -> bool:
+        return self.device is not None
+
+
+def _check_id(kind: str, value: str, topic: str) -> None:
+    if not value:
+        raise TopicError(f"{topic!r}: empty {kind}")
+    bad = _TOPIC_ID_FORBIDDEN.search(value)
+    if bad:
+        raise TopicError(f"{topic!r}: {kind} {value!r} contains {bad.group()!r}")
+
+
+def parse_topic(topic: str) -> Topic:
+    """Parse ``spBv1.0/<group>/<verb>/<edge>[/<device>]`` (device required for D* verbs)."""
+    parts = topic.split("/")
+    if parts[0] != SPARKPLUG_NAMESPACE:
+        raise TopicError(f"{topic!r}: namespace is {parts[0]!r}, expected {SPARKPLUG_NAMESPACE!r}")
+    if len(parts) >= 2 and parts[1] == "STATE":
+        raise TopicError(f"{topic!r}: STATE is a host application topic (JSON), not an edge node")
+    if len(parts) < 4:
+        raise TopicError(f"{topic!r}: expected spBv1.0/<group>/<verb>/<edge>[/<device>]")
+    if len(parts) > 5:
+        raise TopicError(f"{topic!r}: too many levels (ids cannot contain '/')")
+    _, group, verb, edge, *rest = parts
+    _check_id("group id", group, topic)
+    if verb in DEVICE_VERBS:
+        if not rest:
+            raise TopicError(f"{topic!r}: {verb} needs a device id")
+    elif verb in NODE_VERBS:
+        if rest:
+            raise TopicError(f"{topic!r}: {verb} is a node verb and takes no device id")
+    else:
+        raise TopicError(f"{topic!r}: unknown verb {verb!r}")
+    _check_id("edge node id", edge, topic)
+    device = rest[0] if rest else None
+    if device is not None:
+        _check_id("device id", device, topic)
+    return Topic(SPARKPLUG_NAMESPACE, group, verb, edge, device)
+
+
+def topic_device_path(topic: Topic) -> str:
+    return device_path(topic.group_id, topic.edge, topic.device)
+
+
+# --------------------------------------------------------------------------------------------
+# Filter attributes (not identity)
+
+# Sparkplug's own folders are not plants.
+SPARKPLUG_FOLDERS = frozenset(
+    {"Node Control", "Node Info", "Node Properties", "Device Control", "Device Info",
+     "Device Properties", "Properties"}
+)
+DEFAULT_NON_COUNTRY_EDGES = frozenset({"Edge", "Normalised"})
+
+
+@dataclass(frozen=True)
+class Attributes:
+    country: str | None
+    business_unit: str | None
+    plant: str | None
+
+
+@dataclass(frozen=True)
+class Convention:
+    """Where country / business unit / plant come from.
+
+    Default: country = edge node id (unless it is one of ``non_country_edges``, e.g. the
+    production nodes ``Edge`` and ``Normalised``), business unit = device id (None for node
+    metrics), plant = first folder of the metric name (None for a name without folders or a
+    Sparkplug folder such as ``Device Control``). Values are the raw ids, not normalized.
+    """
+
+    name: str = "default"
+    non_country_edges: frozenset[str] = DEFAULT_NON_COUNTRY_EDGES
+    non_plant_folders: frozenset[str] = SPARKPLUG_FOLDERS
+
+    def classify(self, topic: Topic, metric_name: str) -> Attributes:
+        country = None if topic.edge in self.non_country_edges else topic.edge
+        folders = [p.strip() for p in metric_name.split("/") if p.strip()]
+        plant = folders[0] if len(folders) > 1 else None
+        if plant in self.non_plant_folders:
+            plant = None
+        return Attributes(country=country, business_unit=topic.device, plant=plant)
+
+
+CONVENTIONS: dict[str, Convention] = {"default": Convention()}
+
+
+def classify(
+    topic: Topic,
+    metric_name: str,
+    convention: str | Convention = "default",
+    *,
+    non_country_edges: Iterable[str] | None = None,
+) -> Attributes:
+    """Filter attributes of a metric under a named (or given) convention.
+
+    ``non_country_edges`` overrides the convention's set of edge ids that are not countries.
+    """
+    if isinstance(convention, str):
+        try:
+            conv = CONVENTIONS[convention]
+        except KeyError:
+            raise ValueError(f"unknown UNS convention {convention!r}") from None
+    else:
+        conv = convention
+    if non_country_edges is not None:
+        conv = Convention(conv.name, frozenset(non_country_edges), conv.non_plant_folders)
+    return conv.classify(topic, metric_name)
+
+
+# --------------------------------------------------------------------------------------------
+# Collisions
+
+
+@dataclass(frozen=True)
+class Collision:
+    name: str
+    path: str
+    existing_name: str
+
+    @property
+    def reason(self) -> str:
+        return f"metric {self.name!r} normalizes to {self.path!r}, already used by {self.existing_name!r}"
+
+
+class PathCollisions:
+    """First-come owner of each path within one device; later different names collide.
+
+    >>> pc = PathCollisions()
+    >>> pc.add("a.b", "D/a_b") is None, pc.add("a b", "D/a_b").existing_name
+    (True, 'a.b')
+    """
+
+    def __init__(self, owners: Iterable[tuple[str, str]] = ()) -> None:
+        self._owner: dict[str, str] = {}
+        self.collisions: list[Collision] = []
+        for name, path in owners:  # e.g. paths already in the catalog for this device
+            self._owner.setdefault(path, name)
+
+    def add(self, name: str, path: str) -> Collision | None:
+        """Claim ``path`` for ``name``; the Collision if another name owns it (same name: fine)."""
+        owner = self._owner.setdefault(path, name)
+        if owner == name:
+            return None
+        collision = Collision(name=name, path=path, existing_name=owner)
+        self.collisions.append(collision)
+        return collision
+
+    def owner(self, path: str) -> str | None:
+        return self._owner.get(path)
+
+
+def find_collisions(pairs: Iterable[tuple[str, str]]) -> list[Collision]:
+    """Collisions among ``(name, path)`` pairs of one device, in input order."""
+    pc = PathCollisions()
+    for name, path in pairs:
+        pc.add(name, path)
+    return pc.collisions
