@@ -340,13 +340,13 @@ class BirthApplier:
             (len(new),))]
         with self.conn.cursor() as cur:
             with cur.copy(f"COPY uns_meta.metrics ({', '.join(METRIC_COLUMNS)}) FROM STDIN") as cp:
-                for mid, inc in zip(ids, new):
+                for mid, inc in zip(ids, new, strict=True):
                     plant = self.convention.classify(self.topic, inc.name).plant
                     cp.write_row((mid, self.device_id, inc.name, inc.uns_path, inc.raw.datatype, inc.raw.alias,
                                   plant, inc.fingerprint))
             versions = []
             with cur.copy(f"COPY uns_meta.metric_properties ({', '.join(PROPERTY_COLUMNS)}) FROM STDIN") as cp:
-                for mid, inc in zip(ids, new):
+                for mid, inc in zip(ids, new, strict=True):
                     props = self._decode(inc)
                     for key, (sptype, value) in props.items():
                         kind, is_null, cols = _columns(sptype, value, inc, key)
@@ -355,8 +355,7 @@ class BirthApplier:
                         "name": inc.name, "uns_path": inc.uns_path, "datatype": inc.raw.datatype,
                         "added": {k: v for k, (_, v) in props.items()}}))
             self._write_versions(cur, versions)
-        for mid, inc in zip(ids, new):
-            self.seen_ids.add(mid)
+        self.seen_ids.update(ids)
         self.counts["new"] += len(new)
 
     def _update_changed(self, changed: list[tuple[Known, Incoming]]) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from builders import device, metric
 from django.db import IntegrityError, connection, transaction
 from django.db.utils import DatabaseError
 
-from builders import device, metric
 from catalog.models import Device, Metric, MetricPathLineage, MetricVersion
 
 pytestmark = pytest.mark.django_db
@@ -121,15 +121,18 @@ def test_publication_covers_exactly_metrics_and_properties():
     """TC-15: uns_meta_pub publishes exactly uns_meta.metrics and uns_meta.metric_properties."""
     rows = _sql("SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = 'uns_meta_pub'")
     assert sorted(rows) == [("uns_meta", "metric_properties"), ("uns_meta", "metrics")]
-    (pubtruncate, pubdelete), = _sql("SELECT pubtruncate, pubdelete FROM pg_publication WHERE pubname = 'uns_meta_pub'")
+    (pubtruncate, pubdelete), = _sql(
+        "SELECT pubtruncate, pubdelete FROM pg_publication WHERE pubname = 'uns_meta_pub'")
     assert pubdelete and pubtruncate
 
 
 def test_metric_properties_primary_key_is_metric_and_key():
     """SYSTEM.md §3: PRIMARY KEY (metric_id, key) — also CDC's replica identity on DELETE."""
     cols = _sql(
-        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
-        " WHERE i.indrelid = 'uns_meta.metric_properties'::regclass AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)"
+        "SELECT a.attname FROM pg_index i"
+        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+        " WHERE i.indrelid = 'uns_meta.metric_properties'::regclass AND i.indisprimary"
+        " ORDER BY array_position(i.indkey, a.attnum)"
     )
     assert [c for (c,) in cols] == ["metric_id", "key"]
 
