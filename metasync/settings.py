@@ -165,6 +165,9 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Flower's `--basic-auth user:password[,user2:pw2]` (compose passes it on the command line).
+FLOWER_BASIC_AUTH = env.string("FLOWER_BASIC_AUTH", None, secret=True)
+
 # --- MQTT ingest -----------------------------------------------------------------
 MQTT_HOST = env.string("MQTT_HOST", None)
 MQTT_PORT = env.integer("MQTT_PORT", 8883, minimum=1)
@@ -203,6 +206,14 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env.string("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
+if not DEBUG:  # gunicorn serves the admin's static files (collected at image build)
+    MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                      "whitenoise.middleware.WhiteNoiseMiddleware")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage" if not DEBUG
+                    else "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 
 LOG_LEVEL = env.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
 LOGGING = {

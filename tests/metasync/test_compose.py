@@ -1,0 +1,414 @@
+"""compose consistency: docker-compose.yml, the Dockerfile, .env.example and
+docs/configuration.md agree with the code (issue 2 item 8, issue 5 item 8).
+
+Docker does not run here, so the production description is checked statically:
+every command a service runs exists, every variable compose passes or interpolates
+is one the settings read (``metasync.env.REGISTRY``), every service has a restart
+policy and a healthcheck, and the database/broker settings the pipeline relies on
+are there. None of these tests touch the database.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from django.conf import settings
+from django.core.management import get_commands
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+
+# Variables docker-compose.yml may interpolate that no metasync process reads.
+COMPOSE_ONLY = {
+    "METASYNC_VERSION",  # tag of the metasync image (`image: metasync:${METASYNC_VERSION:-latest}`)
+}
+# Processes of SYSTEM.md §1 and the service that runs each (the canary mock never runs in production).
+PROCESS_SERVICES = {"web", "ingest", "worker", "canary-worker", "beat", "cdc", "flower", "celery-exporter"}
+# Services described but not yet added, with the command whose arrival makes them due.
+PENDING_SERVICES = {"cdc": "cdc_consume"}  # issue 4
+ONE_SHOT = {"migrate"}
+CELERY_SUBCOMMANDS = {"worker", "beat", "flower", "inspect"}
+INTERPOLATION = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)[^}]*\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+def registry() -> dict:
+    settings.INSTALLED_APPS  # noqa: B018 - loading settings fills the registry
+    from metasync.env import REGISTRY
+
+    return REGISTRY
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict) -> dict[str, dict]:
+    return compose["services"]
+
+
+def is_metasync(service: dict) -> bool:
+    """Runs our image (built from this repository)."""
+    return "build" in service or str(service.get("image", "")).startswith("metasync:")
+
+
+def app_services(services: dict[str, dict]) -> dict[str, dict]:
+    return {name: svc for name, svc in services.items() if is_metasync(svc)}
+
+
+def argv(command: str | list[str]) -> list[str]:
+    """A compose command as argv, with compose's `$$` escape undone."""
+    parts = shlex.split(command) if isinstance(command, str) else [str(p) for p in command]
+    return [p.replace("$$", "$") for p in parts]
+
+
+def option(args: list[str], *names: str) -> str | None:
+    """Value of `-Q x`, `--queues x` or `--queues=x` in args (first of names that is present)."""
+    for i, arg in enumerate(args):
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                return args[i + 1]
+            if name.startswith("--") and arg.startswith(name + "="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+def healthcheck_argv(service: dict) -> list[str]:
+    test = service["healthcheck"]["test"]
+    if isinstance(test, str):
+        return argv(test)
+    kind, *rest = test
+    return argv(" ".join(rest)) if kind == "CMD-SHELL" else argv(rest)
+
+
+def strings(node: object):
+    """Every string key and value of a parsed YAML document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings(item)
+    elif isinstance(node, str):
+        yield node
+
+
+def interpolated(text: str) -> set[str]:
+    return {m["braced"] or m["bare"] for m in INTERPOLATION.finditer(text.replace("$$", ""))}
+
+
+def environment_keys(service: dict) -> set[str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return {item.split("=", 1)[0] for item in env}
+    return set(env)
+
+
+def environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def env_files(service: dict) -> list[str]:
+    files = service.get("env_file") or []
+    files = [files] if isinstance(files, (str, dict)) else files
+    return [f["path"] if isinstance(f, dict) else f for f in files]
+
+
+def size_bytes(text: str) -> int:
+    match = re.fullmatch(r"(\d+)\s*([KMG]?)B?", text.strip().upper())
+    assert match, f"cannot read size {text!r}"
+    return int(match[1]) * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[match[2]]
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+# --- (a) every command a service runs exists ------------------------------------------
+
+
+def test_every_process_of_the_system_has_a_service(services):
+    """SYSTEM.md §1: one service per process; a pending one becomes due once its command exists."""
+    for name in sorted(PROCESS_SERVICES - set(PENDING_SERVICES)):
+        assert name in services, f"docker-compose.yml: no service {name!r} (a process of SYSTEM.md §1)"
+    for name, command in PENDING_SERVICES.items():
+        if command in get_commands():
+            assert name in services, (
+                f"docker-compose.yml: `manage.py {command}` exists now, add the {name!r} service "
+                f"and remove it from PENDING_SERVICES in {Path(__file__).name}"
+            )
+
+
+def test_manage_py_commands_exist(services):
+    commands = get_commands()
+    for name, svc in app_services(services).items():
+        args = argv(svc.get("command") or [])
+        if args[:2] == ["python", "manage.py"]:
+            assert len(args) > 2, f"service {name!r}: `python manage.py` without a command"
+            assert args[2] in commands, (
+                f"service {name!r} runs `manage.py {args[2]}`, which is not a management command"
+            )
+
+
+def test_celery_commands_match_the_celery_configuration(services):
+    queues = {q.name for q in settings.CELERY_TASK_QUEUES}
+    node_names: dict[str, str] = {}
+    for name, svc in app_services(services).items():
+        args = argv(svc.get("command") or [])
+        if not args or args[0] != "celery":
+            continue
+        assert option(args, "-A", "--app") == "metasync", f"service {name!r}: celery must run with `-A metasync`"
+        app = importlib.import_module("metasync").celery_app
+        assert app.main == "metasync", f"service {name!r}: metasync.celery_app is not the metasync Celery app"
+        sub = next((a for a in args[1:] if a in CELERY_SUBCOMMANDS), None)
+        assert sub, f"service {name!r}: celery sub-command must be one of {sorted(CELERY_SUBCOMMANDS)}: {args}"
+        if sub == "worker":
+            wanted = option(args, "-Q", "--queues")
+            assert wanted, f"service {name!r}: a worker must name its queues with -Q"
+            unknown = set(wanted.split(",")) - queues
+            assert not unknown, (
+                f"service {name!r}: -Q {wanted} names queues {sorted(unknown)} that are not in "
+                f"settings.CELERY_TASK_QUEUES {sorted(queues)}"
+            )
+            node = option(args, "-n", "--hostname")
+            assert node and "@" in node, f"service {name!r}: a worker needs a node name `-n prefix@%h`"
+            prefix = node.split("@")[0]
+            assert prefix not in node_names, (
+                f"services {node_names.get(prefix)!r} and {name!r} use the same worker name {prefix}@"
+            )
+            node_names[prefix] = name
+        if sub == "beat":
+            scheduler = option(args, "-S", "--scheduler")
+            assert scheduler == settings.CELERY_BEAT_SCHEDULER, (
+                f"service {name!r}: beat scheduler {scheduler!r} != settings.CELERY_BEAT_SCHEDULER "
+                f"{settings.CELERY_BEAT_SCHEDULER!r}"
+            )
+            module, _, attr = scheduler.partition(":")
+            assert hasattr(importlib.import_module(module), attr), f"service {name!r}: {scheduler} not importable"
+
+
+def test_worker_healthchecks_ping_their_own_worker(services):
+    """`celery inspect ping -d prefix@$HOSTNAME` must name the node the service's worker runs as."""
+    for name, svc in app_services(services).items():
+        args = argv(svc.get("command") or [])
+        if "worker" not in args[:4] or args[0] != "celery":
+            continue
+        prefix = option(args, "-n", "--hostname").split("@")[0]
+        check = healthcheck_argv(svc)
+        assert check[:4] == ["celery", "-A", "metasync", "inspect"] and "ping" in check, (
+            f"service {name!r}: healthcheck should be `celery -A metasync inspect ping`, is {check}"
+        )
+        assert option(check, "-d", "--destination") == f"{prefix}@$HOSTNAME", (
+            f"service {name!r}: healthcheck pings {option(check, '-d', '--destination')!r}, "
+            f"the worker runs as {prefix}@%h"
+        )
+
+
+def test_process_alive_healthchecks_look_for_the_service_command(services):
+    for name, svc in app_services(services).items():
+        check = healthcheck_argv(svc) if "healthcheck" in svc else []
+        if check[:2] == ["python", "-c"] and "psutil" in check[2]:
+            assert len(check) == 4, f"service {name!r}: process-alive check needs the process to look for"
+            command = " ".join(argv(svc["command"]))
+            assert check[3] in command, (
+                f"service {name!r}: healthcheck looks for {check[3]!r}, not part of its command {command!r}"
+            )
+
+
+def test_gunicorn_targets_are_importable(services):
+    targets = []
+    for name, svc in app_services(services).items():
+        args = argv(svc.get("command") or [])
+        if args and args[0] == "gunicorn":
+            targets.append((f"service {name!r}", next(a for a in args[1:] if not a.startswith("-"))))
+    cmd = [args for word, args in dockerfile_instructions() if word == "CMD"]
+    assert cmd, "Dockerfile: no CMD"
+    image_cmd = yaml.safe_load(cmd[-1])
+    if image_cmd[0] == "gunicorn":
+        targets.append(("Dockerfile CMD", image_cmd[1]))
+    assert targets, "no gunicorn command found (web)"
+    for where, target in targets:
+        module, _, attr = target.partition(":")
+        assert hasattr(importlib.import_module(module), attr or "application"), f"{where}: {target} not importable"
+
+
+# --- (b) every variable compose passes is one the settings read -------------------------
+
+
+def test_compose_passes_only_variables_the_settings_read(services):
+    known = set(registry())
+    for name, svc in app_services(services).items():
+        unknown = environment_keys(svc) - known
+        assert not unknown, (
+            f"service {name!r} environment: {sorted(unknown)} not read by metasync/settings.py (REGISTRY)"
+        )
+
+
+def test_compose_interpolates_only_known_variables(compose):
+    known = set(registry()) | COMPOSE_ONLY
+    used = set().union(*(interpolated(s) for s in strings(compose)))
+    unknown = used - known
+    assert not unknown, (
+        f"docker-compose.yml interpolates {sorted(unknown)}: not read by metasync/settings.py (REGISTRY) "
+        f"and not in COMPOSE_ONLY of {Path(__file__).name}; settings must read them (env.string(...)) "
+        f"so .env.example and docs/configuration.md list them"
+    )
+
+
+def test_every_app_service_names_its_process(services):
+    for name, svc in app_services(services).items():
+        assert environment(svc).get("METASYNC_PROCESS") == name, (
+            f"service {name!r}: environment must set METASYNC_PROCESS={name} (Postgres application_name)"
+        )
+
+
+# --- (c), (d) .env.example and docs/configuration.md list exactly the registry ---------
+
+
+def test_env_example_lists_every_setting_once():
+    names = [m[1] for m in re.finditer(r"(?m)^\s*([A-Za-z_][A-Za-z0-9_]*)=", (ROOT / ".env.example").read_text())]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    assert not duplicates, f".env.example: listed more than once: {duplicates}"
+    known = set(registry())
+    missing, extra = sorted(known - set(names)), sorted(set(names) - known)
+    assert not missing, f".env.example: missing variables the settings read: {missing}"
+    assert not extra, f".env.example: variables metasync/settings.py does not read (REGISTRY): {extra}"
+
+
+def test_env_example_gives_no_secret_a_value():
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    values = dict(line.split("=", 1) for line in lines if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", line))
+    filled = sorted(n for n, var in registry().items() if (var.secret or var.required) and values.get(n, ""))
+    assert not filled, f".env.example: secrets and required variables must be empty: {filled}"
+
+
+def test_configuration_doc_describes_every_setting():
+    doc = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    rows = set(re.findall(r"(?m)^\|\s*`([A-Za-z_][A-Za-z0-9_]*)`\s*\|", doc))
+    missing = sorted(set(registry()) - rows)
+    assert not missing, f"docs/configuration.md: no table row for {missing}"
+    for needed in ("_FILE", "metasync: configuration error:", "METASYNC_ENV_FILE"):
+        assert needed in doc, f"docs/configuration.md: does not explain {needed!r}"
+
+
+# --- (e) restart, healthchecks, env_file, dependencies ---------------------------------
+
+
+def test_every_service_has_a_restart_policy_and_a_healthcheck(services):
+    for name, svc in services.items():
+        if name in ONE_SHOT:
+            assert svc.get("restart") == "no", f'one-shot service {name!r} must have restart: "no"'
+            continue
+        assert svc.get("restart") in ("unless-stopped", "always"), f"service {name!r}: restart policy missing"
+        test = (svc.get("healthcheck") or {}).get("test")
+        assert test and test != ["NONE"], f"service {name!r}: healthcheck missing"
+
+
+def test_app_services_use_env_file_and_wait_for_their_dependencies(services):
+    for name, svc in app_services(services).items():
+        assert ".env" in env_files(svc), f"service {name!r}: env_file must include .env"
+        depends = svc.get("depends_on") or {}
+        assert isinstance(depends, dict), f"service {name!r}: depends_on needs conditions (long form)"
+        for dep in ("postgres", "redis"):
+            condition = (depends.get(dep) or {}).get("condition")
+            assert condition == "service_healthy", (
+                f"service {name!r}: depends_on {dep} must have condition service_healthy, has {condition!r}"
+            )
+        if name not in ONE_SHOT:
+            for one_shot in ONE_SHOT:
+                condition = (depends.get(one_shot) or {}).get("condition")
+                assert condition == "service_completed_successfully", (
+                    f"service {name!r}: depends_on {one_shot} must have condition "
+                    f"service_completed_successfully, has {condition!r}"
+                )
+
+
+def test_dependencies_have_healthchecks(services):
+    for name, svc in services.items():
+        for dep, spec in (svc.get("depends_on") or {}).items():
+            assert dep in services, f"service {name!r} depends on unknown service {dep!r}"
+            if (spec or {}).get("condition") == "service_healthy":
+                assert "healthcheck" in services[dep], f"service {name!r} waits for {dep!r}, which has no healthcheck"
+
+
+def test_third_party_images_are_pinned(services):
+    for name, svc in services.items():
+        if is_metasync(svc):
+            continue
+        image = svc.get("image", "")
+        tag = image.rpartition(":")[2] if ":" in image else ""
+        assert tag and tag != "latest" and any(c.isdigit() for c in tag), (
+            f"service {name!r}: image {image!r} must be pinned to a version"
+        )
+    expected = {"emqx": "emqx/emqx:5.8.", "postgres": "postgres:16", "redis": "redis:7"}
+    for name, prefix in expected.items():
+        assert services[name]["image"].startswith(prefix), f"service {name!r}: image must be {prefix}*"
+
+
+# --- (f) database and broker settings the pipeline relies on ---------------------------
+
+
+def test_postgres_is_configured_for_logical_replication(services):
+    args = argv(services["postgres"]["command"])
+    params = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
+    assert params.get("wal_level") == "logical", "postgres command: needs -c wal_level=logical (CDC publication)"
+    assert params.get("max_slot_wal_keep_size"), (
+        "postgres command: needs -c max_slot_wal_keep_size so a stalled slot cannot fill the disk"
+    )
+    assert int(params.get("max_replication_slots", "0")) >= 1, "postgres command: needs max_replication_slots"
+    assert params.get("ssl") == "on", "postgres command: needs -c ssl=on (DATABASE_URL uses verify-full)"
+
+
+def test_emqx_accepts_real_births(services):
+    env = environment(services["emqx"])
+    size = env.get("EMQX_MQTT__MAX_PACKET_SIZE")
+    assert size, "emqx: EMQX_MQTT__MAX_PACKET_SIZE not set (EMQX's default of 1 MB drops real births)"
+    assert size_bytes(size) >= 64 * 1024**2, f"emqx: EMQX_MQTT__MAX_PACKET_SIZE={size} is below 64 MB"
+
+
+def test_redis_persists(services):
+    args = argv(services["redis"]["command"])
+    assert option(args, "--appendonly") == "yes", "redis command: needs --appendonly yes (queued tasks survive)"
+    assert services["redis"].get("volumes"), "redis: needs a volume for its data"
+
+
+# --- (g) the image -----------------------------------------------------------------------
+
+
+def test_image_runs_as_non_root_under_tini():
+    instructions = dockerfile_instructions()
+    users = [args for word, args in instructions if word == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "Dockerfile: the last USER must not be root"
+    entrypoints = [args for word, args in instructions if word == "ENTRYPOINT"]
+    assert entrypoints and "tini" in entrypoints[-1], "Dockerfile: ENTRYPOINT must be tini"
+
+
+def test_image_bakes_in_no_configuration():
+    """Build-time values for collectstatic are inline in one RUN, never ENV/ARG."""
+    for word, args in dockerfile_instructions():
+        if word in ("ENV", "ARG"):
+            named = set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", args)) | {args.split("=")[0].split()[0]}
+            baked = sorted(named & set(registry()))
+            assert not baked, f"Dockerfile: {word} sets {baked}; configuration comes from the environment at run time"
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    for path in (".env", ".devstack", ".venv", ".git"):
+        assert path in ignored, f".dockerignore: {path} must be excluded from the build context"
