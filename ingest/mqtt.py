@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 
@@ -178,12 +178,15 @@ class BirthSubscriber:
         metrics.CONNECTED.set(0)
         self.connected.clear()
         self.subscribed.clear()
+        if not getattr(reason, "is_failure", True):  # our own disconnect() on shutdown
+            log.info("disconnected from MQTT broker")
+            return
         metrics.DISCONNECTS.inc()
         log.warning("disconnected from MQTT broker (%s); reconnecting with backoff up to %ds",
                     reason, self.config.reconnect_max)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         metrics.FRAMES_RECEIVED.inc()
         metrics.BYTES_RECEIVED.inc(len(message.payload))
         metrics.LAST_FRAME.set(now.timestamp())
