@@ -1,1 +1,81 @@
-"""Models arrive with the change-propagation issue."""
+"""What Canary should receive and what it acknowledged (SYSTEM.md §6, §8)."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models.functions import Now
+
+
+class PropertyMapping(models.Model):
+    """Sparkplug key → Canary property name, or excluded. Keys without a row go verbatim."""
+
+    key = models.TextField(unique=True, help_text="Sparkplug property key, case kept")
+    canary_name = models.TextField(blank=True, default="", help_text="empty: the key itself")
+    include = models.BooleanField(default=True)
+    note = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = 'uns_meta"."canary_property_map'
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return f"{self.key} → {self.canary_name or self.key}" if self.include else f"{self.key} (excluded)"
+
+
+class SyncState(models.Model):
+    """What Canary last acknowledged for a metric: its tag and mapped properties."""
+
+    metric_id = models.BigIntegerField(primary_key=True)
+    canary_id = models.TextField()
+    properties = models.JSONField(default=dict)  # canary name -> value as sent
+    acked_at = models.DateTimeField(db_default=Now())
+    batch_id = models.BigIntegerField(null=True)
+
+    class Meta:
+        db_table = 'uns_meta"."canary_sync_state'
+        verbose_name = "Canary sync state"
+
+    def __str__(self) -> str:
+        return self.canary_id
+
+
+class PushBatch(models.Model):
+    """One storeData request: up to CANARY_BATCH_TAGS tags and CANARY_BATCH_MAX_BYTES."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        SENDING = "sending"
+        ACKED = "acked"
+        FAILED = "failed"  # retries exhausted or circuit open: metrics went back to pending
+        REJECTED = "rejected"  # Canary answered Errors: not retried blindly, metrics re-pended later
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+    attempts = models.IntegerField(default=0)
+    tags = models.IntegerField()
+    size = models.IntegerField()
+    # storeData "properties" object: tag path -> [[name, timestamp, value, quality], ...]
+    body = models.JSONField()
+    # metric id -> {"canary_id", "properties"}: the sync state once Canary says Good
+    targets = models.JSONField()
+    error = models.TextField(blank=True, default="")
+    task_id = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = 'uns_meta"."canary_push_batches'
+        verbose_name_plural = "push batches"
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} ({self.tags} tags, {self.status})"
+
+
+class InFlight(models.Model):
+    """A metric with an unacknowledged batch: the flush leaves it pending until that ends."""
+
+    metric_id = models.BigIntegerField(primary_key=True)
+    batch = models.ForeignKey(PushBatch, on_delete=models.CASCADE, related_name="inflight")
+
+    class Meta:
+        db_table = 'uns_meta"."canary_inflight'

@@ -144,12 +144,17 @@ class MetricAdmin(admin.ModelAdmin):
         return False  # metrics are retired, never deleted
 
     def save_formset(self, request, form, formset, change) -> None:  # type: ignore[no-untyped-def]
+        if formset.model is not PropertyOverride:
+            return super().save_formset(request, form, formset, change)
+        user = request.user.get_username()
+        before = {o.key: o.value for o in PropertyOverride.objects.filter(metric=form.instance)}
         for obj in formset.save(commit=False):
-            if isinstance(obj, PropertyOverride):
-                obj.updated_by = request.user.get_username()
+            obj.updated_by = user
             obj.save()
         for obj in formset.deleted_objects:
             obj.delete()
+        after = {o.key: o.value for o in PropertyOverride.objects.filter(metric=form.instance)}
+        record_steward_edit(form.instance, before, after, user)
 
 
 @admin.register(MetricVersion)
@@ -166,6 +171,24 @@ class LineageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("changed_at", "metric", "old_path", "new_path", "reason", "changed_by")
     search_fields = ("old_path", "new_path")
     list_select_related = ("metric",)
+
+
+def record_steward_edit(metric: Metric, before: dict, after: dict, user: str) -> None:
+    """A steward's override edit: one version by ``steward:<user>`` and a prompt Canary sync."""
+    from cdcsync.pending import mark_now
+
+    diff: dict = {}
+    added = {k: v for k, v in after.items() if k not in before}
+    changed = {k: [before[k], v] for k, v in after.items() if k in before and before[k] != v}
+    removed = {k: v for k, v in before.items() if k not in after}
+    for name, part in (("added", added), ("changed", changed), ("removed", removed)):
+        if part:
+            diff[f"override_{name}"] = part
+    if not diff:
+        return
+    MetricVersion.objects.create(metric=metric, kind=MetricVersion.Kind.STEWARD,
+                                 change=json.loads(json.dumps(diff, default=str)), changed_by=f"steward:{user}")
+    mark_now([metric.pk], reason="steward")
 
 
 def _show(value: object, is_null: bool) -> str:

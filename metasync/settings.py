@@ -146,7 +146,9 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = [Queue("births"), Queue("canary"), Queue("default")]
 CELERY_TASK_ROUTES = {
     "ingest.tasks.*": {"queue": "births"},
-    "canary.tasks.*": {"queue": "canary"},
+    "canary.tasks.push_batch": {"queue": "canary"},
+    "canary.tasks.keepalive": {"queue": "canary"},
+    "canary.tasks.*": {"queue": "default"},
 }
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -157,6 +159,21 @@ CELERY_BEAT_SCHEDULE = {
         "task": "ingest.tasks.requeue_stuck_frames",
         "schedule": 60.0,
         "options": {"queue": "births"},
+    },
+    "flush-due-changes": {
+        "task": "canary.tasks.flush_due",
+        "schedule": 2.0,
+        "options": {"queue": "default", "expires": 10},
+    },
+    "redrive-batches": {
+        "task": "canary.tasks.redrive_batches",
+        "schedule": 30.0,
+        "options": {"queue": "default", "expires": 60},
+    },
+    "canary-keepalive": {
+        "task": "canary.tasks.keepalive",
+        "schedule": 15.0,
+        "options": {"queue": "canary", "expires": 15},
     },
     "prune-ledger": {
         "task": "ingest.tasks.prune_ledger",
@@ -190,6 +207,45 @@ UNS_CONVENTION = env.choice("UNS_CONVENTION", ("default",), "default")
 UNS_NON_COUNTRY_EDGES = env.csv("UNS_NON_COUNTRY_EDGES", "Edge,Normalised")
 REBIRTH_REQUESTS_ENABLED = env.boolean("REBIRTH_REQUESTS_ENABLED", False)
 REBIRTH_MIN_INTERVAL_SECONDS = env.integer("REBIRTH_MIN_INTERVAL_SECONDS", 900, minimum=10)
+
+# --- CDC: replication slot -> durable, debounced pending work ------------------------------
+# Connection used for the slot functions (needs REPLICATION; production: the CDC role created
+# by `setup_roles`). Defaults to DATABASE_URL (the devstack owner may replicate).
+CDC_DATABASE_URL = env.string("CDC_DATABASE_URL", None, secret=True)
+CDC_SLOT = env.string("CDC_SLOT", "uns_meta_slot")
+CDC_PUBLICATION = env.string("CDC_PUBLICATION", "uns_meta_pub")
+CDC_DEBOUNCE_SECONDS = env.number("CDC_DEBOUNCE_SECONDS", 180, minimum=0)
+CDC_DEBOUNCE_MAX_SECONDS = env.number("CDC_DEBOUNCE_MAX_SECONDS", 900, minimum=0)
+CDC_POLL_SECONDS = env.number("CDC_POLL_SECONDS", 0.5, minimum=0.05)
+CDC_MAX_CHANGES = env.integer("CDC_MAX_CHANGES", 100000, minimum=100)
+CDC_METRICS_PORT = env.integer("CDC_METRICS_PORT", 9102, minimum=0)
+if CDC_DEBOUNCE_MAX_SECONDS < CDC_DEBOUNCE_SECONDS:
+    raise ConfigError("CDC_DEBOUNCE_MAX_SECONDS", "must be >= CDC_DEBOUNCE_SECONDS")
+
+# --- Canary Write API ------------------------------------------------------------------------
+CANARY_URL = env.string("CANARY_URL", "http://127.0.0.1:55293/api/v1")
+CANARY_VIEWS_URL = env.string("CANARY_VIEWS_URL", "http://127.0.0.1:55293/api/v2")
+CANARY_API_TOKEN = env.string("CANARY_API_TOKEN", None, secret=True)
+CANARY_HISTORIANS = env.csv("CANARY_HISTORIANS", "localhost")
+CANARY_CLIENT_ID = env.string("CANARY_CLIENT_ID", f"uns-meta-{METASYNC_ENV}-{METASYNC_NODE}")
+CANARY_CLIENT_TIMEOUT_MS = env.integer("CANARY_CLIENT_TIMEOUT_MS", 120000, minimum=1000)
+CANARY_VERIFY = env.string("CANARY_VERIFY", "true")  # true, false (dev only) or a CA bundle path
+CANARY_BATCH_TAGS = env.integer("CANARY_BATCH_TAGS", 100, minimum=1)
+CANARY_BATCH_MAX_BYTES = env.integer("CANARY_BATCH_MAX_BYTES", 1_000_000, minimum=10_000)
+CANARY_RATE_LIMIT_RPS = env.number("CANARY_RATE_LIMIT_RPS", 500, minimum=1)
+CANARY_TIMEOUT_SECONDS = env.number("CANARY_TIMEOUT_SECONDS", 10, minimum=0.1)
+CANARY_ATTEMPTS = env.integer("CANARY_ATTEMPTS", 6, minimum=1)
+CANARY_BACKOFF_SECONDS = env.number("CANARY_BACKOFF_SECONDS", 0.2, minimum=0)
+CANARY_BACKOFF_MAX_SECONDS = env.number("CANARY_BACKOFF_MAX_SECONDS", 6.4, minimum=0)
+CANARY_OPERATION_DEADLINE_SECONDS = env.number("CANARY_OPERATION_DEADLINE_SECONDS", 60, minimum=1)
+CANARY_BREAKER_FAIL_MAX = env.integer("CANARY_BREAKER_FAIL_MAX", 20, minimum=1)
+CANARY_BREAKER_RESET_SECONDS = env.number("CANARY_BREAKER_RESET_SECONDS", 60, minimum=1)
+CANARY_BREAKER_5XX_RATIO = env.number("CANARY_BREAKER_5XX_RATIO", 0.02, minimum=0)
+CANARY_BREAKER_MIN_REQUESTS = env.integer("CANARY_BREAKER_MIN_REQUESTS", 100, minimum=1)
+CANARY_KEEPALIVE_SECONDS = env.number("CANARY_KEEPALIVE_SECONDS", 20, minimum=1)
+CANARY_REJECTED_RETRY_SECONDS = env.number("CANARY_REJECTED_RETRY_SECONDS", 300, minimum=1)
+SYNC_FLUSH_BATCH_METRICS = env.integer("SYNC_FLUSH_BATCH_METRICS", 2000, minimum=1)
+SYNC_FLUSH_MAX_SECONDS = env.number("SYNC_FLUSH_MAX_SECONDS", 20, minimum=1)
 
 # --- auth / admin / static -------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,0 +1,75 @@
+"""Canary stage in the admin: the mapping stewards edit, push batches and sync state to inspect."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from canary.models import PropertyMapping, PushBatch, SyncState
+from cdcsync.pending import mark_now
+
+
+@admin.register(PropertyMapping)
+class PropertyMappingAdmin(admin.ModelAdmin):
+    list_display = ("key", "canary_name", "include", "note")
+    list_editable = ("canary_name", "include")
+    search_fields = ("key", "canary_name")
+
+    def save_model(self, request: HttpRequest, obj: PropertyMapping, form, change) -> None:  # type: ignore[no-untyped-def]
+        super().save_model(request, obj, form, change)
+        self._resync_key(request, obj.key)
+
+    def delete_model(self, request: HttpRequest, obj: PropertyMapping) -> None:
+        super().delete_model(request, obj)
+        self._resync_key(request, obj.key)
+
+    def _resync_key(self, request: HttpRequest, key: str) -> None:
+        """Every metric carrying the key is re-diffed (mapping changes what Canary should hold)."""
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute("SELECT DISTINCT metric_id FROM uns_meta.metric_properties WHERE key = %s"
+                        " UNION SELECT DISTINCT metric_id FROM uns_meta.property_overrides WHERE key = %s",
+                        [key, key])
+            ids = [r[0] for r in cur.fetchall()]
+        mark_now(ids, reason="mapping")
+        messages.info(request, f"{len(ids)} metric(s) carrying {key!r} will be re-synced to Canary.")
+
+
+class ReadOnly(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(PushBatch)
+class PushBatchAdmin(ReadOnly):
+    list_display = ("id", "status", "tags", "size", "attempts", "created_at", "updated_at", "short_error")
+    list_filter = ("status",)
+    show_full_result_count = False
+    fields = ("status", "tags", "size", "attempts", "created_at", "updated_at", "error", "pretty_body")
+    readonly_fields = fields
+
+    @admin.display(description="error")
+    def short_error(self, obj: PushBatch) -> str:
+        return obj.error[:150]
+
+    @admin.display(description="storeData properties")
+    def pretty_body(self, obj: PushBatch) -> str:
+        return format_html("<pre style='white-space:pre-wrap'>{}</pre>",
+                           json.dumps(obj.body, ensure_ascii=False, indent=1)[:50000])
+
+
+@admin.register(SyncState)
+class SyncStateAdmin(ReadOnly):
+    list_display = ("canary_id", "acked_at", "batch_id")
+    search_fields = ("canary_id",)
+    show_full_result_count = False

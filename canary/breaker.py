@@ -1,0 +1,82 @@
+"""The Canary circuit breaker, its state shared by every worker through Redis.
+
+pybreaker opens after ``CANARY_BREAKER_FAIL_MAX`` consecutive failures and holds
+``CANARY_BREAKER_RESET_SECONDS`` before one half-open probe. The second rule of
+SYSTEM.md §8 (≥ 2 % 5xx over one minute) is counted here in per-minute Redis
+counters and opens the same breaker. Contract errors (``Errors``) are answers,
+not failures: they do not count. pybreaker holds a lock during a call, so each
+process/thread gets its own breaker object over the shared storage.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pybreaker
+import redis
+from django.conf import settings
+
+from canary import metrics
+from canary.errors import CanaryRejected
+
+NAMESPACE = "metasync:canary:breaker"
+_STATE_VALUE = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1, pybreaker.STATE_OPEN: 2}
+_local = threading.local()
+
+
+def redis_client() -> redis.Redis:
+    client = getattr(_local, "redis", None)
+    if client is None:
+        client = _local.redis = redis.Redis.from_url(settings.REDIS_URL)  # bytes: pybreaker needs them
+    return client
+
+
+class _GaugeListener(pybreaker.CircuitBreakerListener):
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: object, new_state: object) -> None:
+        metrics.CIRCUIT.set(_STATE_VALUE.get(new_state.name, 0))  # type: ignore[attr-defined]
+
+
+def breaker() -> pybreaker.CircuitBreaker:
+    cb = getattr(_local, "breaker", None)
+    if cb is None:
+        storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, redis_client(), namespace=NAMESPACE)
+        cb = _local.breaker = pybreaker.CircuitBreaker(
+            fail_max=settings.CANARY_BREAKER_FAIL_MAX, reset_timeout=settings.CANARY_BREAKER_RESET_SECONDS,
+            state_storage=storage, listeners=[_GaugeListener()], name="canary",
+            exclude=[CanaryRejected])
+    return cb
+
+
+def circuit_open() -> bool:
+    state = breaker().current_state
+    metrics.CIRCUIT.set(_STATE_VALUE.get(state, 0))
+    if state != pybreaker.STATE_OPEN:
+        return False
+    # pybreaker moves to half-open lazily, on the next call; report "open" only while holding.
+    opened = breaker()._state_storage.opened_at  # noqa: SLF001 - shared storage attribute
+    return opened is None or (time.time() - opened.timestamp()) < settings.CANARY_BREAKER_RESET_SECONDS
+
+
+def record_response(server_error: bool) -> None:
+    """Count a response for the 5xx-ratio rule; open the breaker when the last minute crosses it."""
+    r = redis_client()
+    minute = int(time.time() // 60)
+    key = f"{NAMESPACE}:m:{minute}"
+    pipe = r.pipeline()
+    pipe.hincrby(key, "total", 1)
+    if server_error:
+        pipe.hincrby(key, "5xx", 1)
+    pipe.expire(key, 180)
+    pipe.execute()
+    if not server_error:
+        return
+    total = errors = 0
+    for k in (f"{NAMESPACE}:m:{minute}", f"{NAMESPACE}:m:{minute - 1}"):
+        counts = r.hgetall(k)
+        total += int(counts.get(b"total", 0))
+        errors += int(counts.get(b"5xx", 0))
+    if total >= settings.CANARY_BREAKER_MIN_REQUESTS and errors / total >= settings.CANARY_BREAKER_5XX_RATIO:
+        cb = breaker()
+        if cb.current_state == pybreaker.STATE_CLOSED:
+            cb.open()

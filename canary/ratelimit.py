@@ -1,0 +1,56 @@
+"""A global token bucket in Redis: every worker on every host asks it before each Canary call.
+
+Celery's ``rate_limit`` is per worker; Canary is shared, so the budget
+(``CANARY_RATE_LIMIT_RPS``) is enforced across all of them here. The bucket
+*reserves*: each call takes a token even if the bucket is empty and is told how
+long to wait for its slot, so waiters are paced one after another instead of
+retrying in a herd, and the budget is not wasted. Time comes from Redis
+(``TIME``), so clocks of different hosts do not matter.
+
+In any 1-second window at most ``burst + rate`` calls are granted; with
+``rate = 0.9 × limit`` and ``burst = 0.05 × limit`` that is 0.95 × limit, the
+rest being headroom for network jitter between the grant and Canary's clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+
+RATE_SHARE = 0.9
+BURST_SHARE = 0.05
+
+_RESERVE = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil then tokens = burst; ts = now end
+tokens = math.min(burst, tokens + (now - ts) * rate) - 1
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], 3600)
+if tokens >= 0 then return '0' end
+return tostring(-tokens / rate)
+"""
+
+
+class RateLimiter:
+    def __init__(self, client: redis.Redis, limit_rps: float, *, key: str = "metasync:canary:bucket",
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.rate = max(limit_rps * RATE_SHARE, 0.1)
+        self.burst = max(limit_rps * BURST_SHARE, 1.0)
+        self.key = key
+        self.sleep = sleep
+        self._script = client.register_script(_RESERVE)
+
+    def acquire(self) -> float:
+        """Take one call's slot, sleeping until it comes; returns the seconds waited."""
+        wait = float(self._script(keys=[self.key], args=[self.rate, self.burst]))
+        if wait > 0:
+            self.sleep(wait)
+        return wait

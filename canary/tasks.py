@@ -1,0 +1,54 @@
+"""Celery tasks of the Canary stage: thin callers of canary.sync and the client."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from canary import sync
+from canary.errors import CanaryUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(queue="canary", acks_late=True, ignore_result=True,
+             autoretry_for=(OperationalError, InterfaceError), retry_backoff=True, retry_jitter=True, max_retries=10)
+def push_batch(batch_id: int) -> str:
+    """Send push batch ``batch_id`` to Canary (idempotent: a re-send of the same rows is harmless).
+
+    Fails visibly (Flower) when Canary stays unavailable; its metrics are then pending again.
+    """
+    try:
+        return sync.push(batch_id)
+    except CanaryUnavailable as exc:
+        log.error("batch %s failed: %s (its metrics are pending again)", batch_id, exc)
+        raise
+
+
+@shared_task(queue="default", acks_late=True, ignore_result=True)
+def flush_due() -> dict[str, int]:
+    """Due pending metrics → diffs → push batches."""
+    return sync.flush_due()
+
+
+@shared_task(queue="default", acks_late=True, ignore_result=True)
+def redrive_batches() -> int:
+    return sync.redrive()
+
+
+@shared_task(queue="canary", acks_late=True, ignore_result=True)
+def keepalive() -> bool:
+    """keepAlive the shared session when it has been idle (sessions expire after a minute)."""
+    import time
+
+    from django.conf import settings
+
+    from canary.client import SESSION_USED_KEY, CanaryClient
+
+    client = CanaryClient()
+    used = client.redis.get(SESSION_USED_KEY)
+    if used and time.time() - float(used) < settings.CANARY_KEEPALIVE_SECONDS:
+        return False
+    return client.keep_alive()
