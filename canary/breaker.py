@@ -26,10 +26,12 @@ _local = threading.local()
 
 
 def redis_client() -> redis.Redis:
-    client = getattr(_local, "redis", None)
-    if client is None:
-        client = _local.redis = redis.Redis.from_url(settings.REDIS_URL)  # bytes: pybreaker needs them
-    return client
+    """This thread's Redis client (bytes responses: pybreaker needs them)."""
+    cached = getattr(_local, "redis", None)
+    if cached is None or cached[0] != settings.REDIS_URL:
+        cached = _local.redis = (settings.REDIS_URL, redis.Redis.from_url(settings.REDIS_URL))
+        _local.breaker = None
+    return cached[1]
 
 
 class _GaugeListener(pybreaker.CircuitBreakerListener):
@@ -38,9 +40,12 @@ class _GaugeListener(pybreaker.CircuitBreakerListener):
 
 
 def breaker() -> pybreaker.CircuitBreaker:
+    client = redis_client()
+    config = (settings.REDIS_URL, settings.CANARY_BREAKER_FAIL_MAX, settings.CANARY_BREAKER_RESET_SECONDS)
     cb = getattr(_local, "breaker", None)
-    if cb is None:
-        storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, redis_client(), namespace=NAMESPACE)
+    if cb is None or getattr(_local, "breaker_config", None) != config:
+        _local.breaker_config = config
+        storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client, namespace=NAMESPACE)
         cb = _local.breaker = pybreaker.CircuitBreaker(
             fail_max=settings.CANARY_BREAKER_FAIL_MAX, reset_timeout=settings.CANARY_BREAKER_RESET_SECONDS,
             state_storage=storage, listeners=[_GaugeListener()], name="canary",
