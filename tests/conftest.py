@@ -1,4 +1,5 @@
-"""Test set-up: the suite runs against the devstack (real PostgreSQL, Redis, Mosquitto).
+"""Test set-up: the suite runs against the devstack (real PostgreSQL, Redis, Mosquitto);
+the only fake is our own Canary mock, a real HTTP server.
 
 Settings read `.devstack/env` (see metasync/settings.py); `make test` starts the
 devstack first.
@@ -9,5 +10,34 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+import redis
+
+from canary.mock import CanaryMock, running
+
 # Test helpers (builders, brokers) are imported as top-level modules.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+CANARY_TOKEN = "test-api-token-not-a-secret"
+
+
+@pytest.fixture
+def canary_redis(settings):
+    """Shared runtime state (session, bucket, breaker) in Redis db 14, empty for each test."""
+    base = settings.REDIS_URL.rsplit("/", 1)[0]
+    settings.REDIS_URL = f"{base}/14"
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def canary(settings, canary_redis):
+    """A running CanaryMock with the settings pointing at it."""
+    mock = CanaryMock(CANARY_TOKEN, seed=7)
+    with running(mock) as server:
+        settings.CANARY_URL = f"{server.url}/api/v1"
+        settings.CANARY_VIEWS_URL = f"{server.url}/api/v2"
+        settings.CANARY_API_TOKEN = CANARY_TOKEN
+        yield mock

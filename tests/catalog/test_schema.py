@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from builders import device, metric
 from django.db import IntegrityError, connection, transaction
 from django.db.utils import DatabaseError
 
+from builders import device, metric
 from catalog.models import Device, Metric, MetricPathLineage, MetricVersion
 
 pytestmark = pytest.mark.django_db

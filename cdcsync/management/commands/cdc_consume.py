@@ -1,0 +1,66 @@
+"""``cdc_consume``: the logical-replication consumer daemon (SYSTEM.md §7).
+
+healthchecks' ``sendalerts`` shape: signals only set a flag; the loop calls
+:meth:`Consumer.poll_once` (one unit of work) and pauses only when it found nothing.
+Safe to kill at any instant: the slot advances only after the pending rows commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from types import FrameType
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import close_old_connections
+from prometheus_client import start_http_server
+
+from cdcsync.consumer import Consumer, replication_connection
+
+log = logging.getLogger("cdcsync")
+
+GAUGES_EVERY = 5.0
+
+
+class Command(BaseCommand):
+    help = "Consume uns_meta_slot (pgoutput) and turn committed catalog changes into debounced pending rows."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--metrics-port", type=int, default=None,
+                            help="Prometheus port (default CDC_METRICS_PORT; 0 = off)")
+
+    def handle(self, *args: object, **opts: object) -> None:
+        self.stopping = False
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        port = opts["metrics_port"] if opts["metrics_port"] is not None else settings.CDC_METRICS_PORT
+        if port:
+            start_http_server(int(port))  # type: ignore[arg-type]
+        with replication_connection() as conn:
+            consumer = Consumer(conn)
+            while not consumer.claim():
+                if self.stopping:
+                    return
+                log.info("another cdc_consume holds slot %s; standing by", consumer.slot)
+                self._pause(10)
+            consumer.setup()
+            last_gauges = 0.0
+            while not self.stopping:
+                rows = consumer.poll_once()
+                close_old_connections()
+                if time.monotonic() - last_gauges >= GAUGES_EVERY:
+                    last_gauges = time.monotonic()
+                    consumer.export_gauges()
+                if rows == 0:
+                    self._pause(settings.CDC_POLL_SECONDS)
+        log.info("cdc_consume stopped")
+
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.1, seconds))
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
