@@ -139,9 +139,8 @@ def _render(conn, table: str, columns: tuple, rows: list) -> bytes:
 
 def main() -> None:
     setup_django()
-    from ingest.simulator import synthetic_birth
-
     from ingest.ledger import store_frame
+    from ingest.simulator import synthetic_birth
 
     run_id = uuid.uuid4().hex[:6]
     topic = f"spBv1.0/Bench/DBIRTH/R{run_id}/Cement"

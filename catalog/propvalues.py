@@ -9,7 +9,7 @@ reading a row back yields the same comparable value, so "changed?" is a plain
 from __future__ import annotations
 
 import struct
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from psycopg.types.json import Jsonb
@@ -41,7 +41,7 @@ def f32(x: float) -> float:
 
 
 def ms_to_datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def datetime_to_ms(value: datetime) -> int:
