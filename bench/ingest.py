@@ -119,22 +119,20 @@ def baseline_copy(topic_device: str, payload: bytes) -> float:
 
 
 def _render(conn, table: str, columns: tuple, rows: list) -> bytes:
-    """COPY text of the rows, produced by psycopg into a buffer (not timed)."""
-    from psycopg.copy import Writer
-
-    class Buffer(Writer):
-        def __init__(self) -> None:
-            self.out = io.BytesIO()
-
-        def write(self, data) -> None:  # type: ignore[no-untyped-def]
-            self.out.write(data)
-
-    buf = Buffer()
+    """COPY text of the rows (not timed): psycopg writes them into a temporary table, the server
+    hands the exact COPY text back."""
+    cols = ", ".join(columns)
     with conn.cursor() as cur:
-        with cur.copy(f"COPY uns_meta.{table} ({', '.join(columns)}) FROM STDIN", writer=buf) as cp:
+        cur.execute(f"CREATE TEMP TABLE render_{table} ON COMMIT DROP AS"
+                    f" SELECT {cols} FROM uns_meta.{table} WITH NO DATA")
+        with cur.copy(f"COPY render_{table} ({cols}) FROM STDIN") as cp:
             for row in rows:
                 cp.write_row(row)
-    return buf.out.getvalue()
+        out = io.BytesIO()
+        with cur.copy(f"COPY render_{table} TO STDOUT") as cp:
+            for chunk in cp:
+                out.write(chunk)
+    return out.getvalue()
 
 
 def main() -> None:
@@ -179,6 +177,8 @@ def main() -> None:
     result["d_versions"] = MetricVersion.objects.filter(changed_by=f"birth:{frame}").count()
     result["d_counts"] = d["counts"]
     result["e_worker_peak_rss_mb"] = round(max(b["peak_rss_mb"], c["peak_rss_mb"], d["peak_rss_mb"]), 1)
+    result["e_peak_rss_mb_by_step"] = {"b": round(b["peak_rss_mb"], 1), "c": round(c["peak_rss_mb"], 1),
+                                       "d": round(d["peak_rss_mb"], 1)}
 
     print(f"(f) {BIG:,}-metric birth through replay_birth …", flush=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,6 +21,7 @@ transaction, so duplicate, retried and concurrent deliveries are harmless.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -33,11 +34,13 @@ from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 
 from catalog import propvalues, uns
+from catalog.propvalues import to_json
 from ingest.sparkplug import DecodeError, RawMetric, decode_properties, iter_metrics, read_header
 
 log = logging.getLogger(__name__)
 
 LOCK_NAMESPACE = 0x6D73  # "ms": advisory-lock class for per-device serialization
+PAYLOAD_SLICE = 16 * 1024 * 1024
 
 PROPERTY_COLUMNS = ("metric_id", "key", "sparkplug_type", "type", "is_null") + propvalues.VALUE_COLUMNS
 METRIC_COLUMNS = ("id", "device_id", "name", "uns_path", "datatype", "alias", "plant", "fingerprint")
@@ -187,11 +190,20 @@ class BirthApplier:
             self._request_rebirth()
         return Outcome(self.frame_id, "applied", reason, self.counts, self.device_id, self.diff)
 
-    def _payload(self) -> bytes:
-        # Binary result format: no hex round-trip for payloads of tens of MB.
+    def _payload(self) -> bytearray:
+        """The frame's bytes, read in slices into one buffer: a whole-value fetch would hold
+        the payload twice (driver result + Python bytes), hundreds of MB for a huge birth."""
+        (size,) = self.conn.execute(
+            "SELECT octet_length(payload) FROM uns_meta.birth_frames WHERE id = %s", (self.frame_id,)).fetchone()
+        buffer = bytearray(size)
         with psycopg.Cursor(self.conn) as cur:  # server-side binding: binary results allowed
-            cur.execute("SELECT payload FROM uns_meta.birth_frames WHERE id = %s", (self.frame_id,), binary=True)
-            return cur.fetchone()[0]
+            for offset in range(0, size, PAYLOAD_SLICE):
+                cur.execute("SELECT substring(payload FROM %s FOR %s) FROM uns_meta.birth_frames WHERE id = %s",
+                            (offset + 1, PAYLOAD_SLICE, self.frame_id), binary=True)
+                piece = cur.fetchone()[0]
+                buffer[offset:offset + len(piece)] = piece
+                del piece
+        return buffer
 
     def _duplicate_or_stale(self, sha256: bytes, payload_ts: int | None) -> Outcome | None:
         last = self.conn.execute(
@@ -236,7 +248,9 @@ class BirthApplier:
 
     def _load_known(self) -> None:
         self.known: dict[str, Known] = {}
-        self.path_owner: dict[str, str] = {}
+        # Keyed by hash(path): a million-metric birth must not keep a million paths alive. A 64-bit
+        # hash clash is ~1e-8 likely at that size and would only reject a metric (with a reason).
+        self.path_owner: dict[int, str] = {}
         self.by_alias: dict[int, Known] = {}
         with psycopg.Cursor(self.conn) as cur:
             cur.execute(
@@ -245,11 +259,11 @@ class BirthApplier:
             for mid, name, path, datatype, alias, fp, retired in cur:
                 known = Known(mid, name, path, datatype, alias, bytes(fp), retired)
                 self.known[name] = known
-                self.path_owner[path] = name
+                self.path_owner[hash(path)] = name
                 if alias is not None:
                     self.by_alias[alias] = known
         self.seen_ids: set[int] = set()
-        self.seen_names: set[str] = set()
+        self.new_names: set[int] = set()  # hash(name) of new names seen in this birth
         self.deferred: list[Incoming] = []
 
     # --- per chunk ---------------------------------------------------------------
@@ -262,13 +276,13 @@ class BirthApplier:
             name = self._name_of(raw)
             if name is None:
                 continue
-            if name in self.seen_names:
+            known = self.known.get(name)
+            if known is not None and known.id in self.seen_ids or known is None and hash(name) in self.new_names:
                 self._reject(raw, name, "name appears twice in the birth")
                 continue
-            self.seen_names.add(name)
             incoming = Incoming(name, raw, fingerprint(name, raw.datatype, raw.properties))
-            known = self.known.get(name)
             if known is None:
+                self.new_names.add(hash(name))
                 if not self._claim_path(incoming):
                     continue
                 if raw.alias is not None and self._rename_candidate(raw) is not None:
@@ -315,11 +329,12 @@ class BirthApplier:
 
     def _claim_path(self, incoming: Incoming) -> bool:
         path = uns.metric_path(self.device_path, incoming.name)
-        owner = self.path_owner.get(path)
+        key = hash(path)
+        owner = self.path_owner.get(key)
         if owner is not None and owner != incoming.name:
             self._reject(incoming.raw, incoming.name, f"path {path!r} already used by {owner!r}")
             return False
-        self.path_owner[path] = incoming.name
+        self.path_owner[key] = incoming.name
         incoming.uns_path = path
         return True
 
@@ -351,9 +366,10 @@ class BirthApplier:
                     for key, (sptype, value) in props.items():
                         kind, is_null, cols = _columns(sptype, value, inc, key)
                         cp.write_row((mid, key, sptype, kind, is_null) + cols)
-                    versions.append((mid, "created", {
+                    # serialized at once: a chunk of dicts would cost far more memory than their text
+                    versions.append((mid, "created", to_json({
                         "name": inc.name, "uns_path": inc.uns_path, "datatype": inc.raw.datatype,
-                        "added": {k: v for k, (_, v) in props.items()}}))
+                        "added": {k: v for k, (_, v) in props.items()}})))
             self._write_versions(cur, versions)
         self.seen_ids.update(ids)
         self.counts["new"] += len(new)
@@ -398,7 +414,7 @@ class BirthApplier:
             old_name, old_path = known.name, known.uns_path
             self._rename(known, inc)
             self.counts["renamed"] += 1
-            self.path_owner.pop(old_path, None)
+            self.path_owner.pop(hash(old_path), None)
             log.info("metric %s renamed %r -> %r (alias %s)", known.id, old_name, inc.name, inc.raw.alias)
         if fresh:
             self._insert_new(fresh)
@@ -488,15 +504,17 @@ class BirthApplier:
             " WHERE m.id = s.id AND m.alias IS DISTINCT FROM s.alias",
             ([m[0] for m in moves], [m[1] for m in moves]))
 
-    def _write_versions(self, cur: psycopg.Cursor, versions: list[tuple[int, str, dict]]) -> None:
+    def _write_versions(self, cur: psycopg.Cursor, versions: list[tuple[int, str, dict | str]]) -> None:
+        """Append versions; a change is a dict or its JSON text (see :func:`to_json`)."""
         if not versions:
             return
         self.counts["versions"] += len(versions)
         if self.dry_run:  # the transaction is rolled back; keep what it would have written
-            self.diff.extend({"metric_id": m, "kind": k, "change": c} for m, k, c in versions)
+            self.diff.extend({"metric_id": m, "kind": k, "change": json.loads(c) if isinstance(c, str) else c}
+                             for m, k, c in versions)
         with cur.copy(f"COPY uns_meta.metric_versions ({', '.join(VERSION_COLUMNS)}) FROM STDIN") as cp:
             for mid, kind, change in versions:
-                cp.write_row((mid, kind, Jsonb(change), self.changed_by))
+                cp.write_row((mid, kind, change if isinstance(change, str) else to_json(change), self.changed_by))
 
     def _request_rebirth(self) -> None:
         if self.dry_run or not settings.REBIRTH_REQUESTS_ENABLED:

@@ -8,6 +8,8 @@ reading a row back yields the same comparable value, so "changed?" is a plain
 
 from __future__ import annotations
 
+import json
+import math
 import struct
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -61,7 +63,7 @@ def to_columns(sparkplug_type: int, value: object) -> tuple[str, bool, tuple]:
     if kind == "datetime":
         value = ms_to_datetime(value)  # type: ignore[arg-type]
     elif kind == "json":
-        value = Jsonb(value)
+        value = Jsonb(value, dumps=to_json)
     columns[_SLOT[kind]] = value
     return kind, False, tuple(columns)
 
@@ -86,3 +88,20 @@ def comparable(sparkplug_type: int, value: object) -> tuple[int, object]:
         return sparkplug_type, f32(value)  # type: ignore[arg-type]
     return sparkplug_type, value
 
+
+def to_json(value: object) -> str:
+    """JSON text for jsonb; non-finite floats (legal in Sparkplug, not in JSON) become strings."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # 'nan', 'inf', '-inf'
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

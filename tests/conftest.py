@@ -41,3 +41,16 @@ def canary(settings, canary_redis):
         settings.CANARY_VIEWS_URL = f"{server.url}/api/v2"
         settings.CANARY_API_TOKEN = CANARY_TOKEN
         yield mock
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """METASYNC_TEST_DB_SUFFIX=x runs the suite on test_metasync_x: two suites side by side."""
+    import os
+
+    from django.conf import settings
+
+    suffix = os.environ.get("METASYNC_TEST_DB_SUFFIX")
+    if suffix:
+        db = settings.DATABASES["default"]
+        db.setdefault("TEST", {})["NAME"] = f"test_{db['NAME']}_{suffix}"

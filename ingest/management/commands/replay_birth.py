@@ -16,8 +16,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from catalog.apply import process_birth
-from ingest.ledger import store_frame
+from ingest.ledger import store_frame, store_frame_file
 from ingest.sparkplug import DecodeError, payload_from_json
+
+
+def is_json(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4096).lstrip()[:1] == b"{"
 
 
 def read_frame_file(path: Path) -> bytes:
@@ -46,19 +51,17 @@ class Command(BaseCommand):
         if not path.is_file():  # type: ignore[union-attr]
             raise CommandError(f"{path}: no such file")
         started = time.monotonic()
-        data = read_frame_file(path)  # type: ignore[arg-type]
+        topic = str(opts["topic"])
         if opts["dry_run"]:
             with transaction.atomic():
-                frame_id = store_frame(str(opts["topic"]), data)
-                del data
+                frame_id = self._store(topic, path)  # type: ignore[arg-type]
                 outcome = process_birth(frame_id, dry_run=True)
                 transaction.set_rollback(True)
             for version in outcome.diff:
                 self.stdout.write(json.dumps(version, ensure_ascii=False, default=str))
             self.stdout.write(f"dry run: would be {outcome.status} {outcome.counts} {outcome.reason}".rstrip())
         else:
-            frame_id = store_frame(str(opts["topic"]), data)
-            del data
+            frame_id = self._store(topic, path)  # type: ignore[arg-type]
             outcome = process_birth(frame_id)
             self.stdout.write(f"frame {frame_id}: {outcome.status} {outcome.counts} {outcome.reason}".rstrip())
         if opts["stats"]:
@@ -66,3 +69,10 @@ class Command(BaseCommand):
             self.stdout.write(f"elapsed_seconds={time.monotonic() - started:.3f} peak_rss_mb={peak_mb:.1f}")
         if outcome.status == "rejected":
             raise CommandError(f"frame rejected: {outcome.reason}")
+
+    @staticmethod
+    def _store(topic: str, path: Path) -> int:
+        """Into the ledger: a binary file is streamed from disk, JSON is converted in memory."""
+        if is_json(path):
+            return store_frame(topic, read_frame_file(path))
+        return store_frame_file(topic, path)
