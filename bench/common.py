@@ -47,3 +47,39 @@ def write_result(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+def use_bench_database(name: str = "metasync_bench") -> None:
+    """Point this process and its children at a fresh database ``name`` (dropped by
+    :func:`drop_bench_database`): benchmarks neither read nor leave rows in the dev catalog."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+
+    connection.ensure_connection()
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params["dbname"] = "postgres"
+    with psycopg.connect(**params, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    connection.close()
+    url = urlsplit(os.environ["DATABASE_URL"])
+    os.environ["DATABASE_URL"] = urlunsplit(url._replace(path=f"/{name}"))
+    settings.DATABASES["default"]["NAME"] = name
+    call_command("migrate", verbosity=0)
+
+
+def drop_bench_database(name: str = "metasync_bench") -> None:
+    import psycopg
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params["dbname"] = "postgres"
+    connection.close()
+    with psycopg.connect(**params, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine_facts, setup_django, write_result  # noqa: E402
+from common import ROOT, drop_bench_database, machine_facts, setup_django, use_bench_database, write_result  # noqa: E402,E501
 
 METRICS = 100_000
 BIG = 1_000_000
@@ -137,6 +137,14 @@ def _render(conn, table: str, columns: tuple, rows: list) -> bytes:
 
 def main() -> None:
     setup_django()
+    use_bench_database()
+    try:
+        run()
+    finally:
+        drop_bench_database()
+
+
+def run() -> None:
     from ingest.ledger import store_frame
     from ingest.simulator import synthetic_birth
 
