@@ -13,12 +13,13 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 DEVSTACK := $(PY) scripts/devstack
 LOGS := .devstack/logs
 
-.PHONY: help venv devstack migrate test demo up down status bench bench-ingest lint proto clean
+.PHONY: help venv tools devstack migrate test demo up down status bench bench-ingest lint proto clean
 
 help:
 	@echo "make demo          start everything locally and show it (Ctrl-C stops)"
 	@echo "make test          run the whole test suite (starts what it needs)"
 	@echo "make up|down|status  the local stack, detached (logs in $(LOGS)/)"
+	@echo "make exporter-venv celery-exporter in its own virtualenv .venv-exporter (make demo does it too)"
 	@echo "make bench         benchmarks -> bench/results/*.json"
 	@echo "make lint          ruff"
 
@@ -32,10 +33,24 @@ $(STAMP): requirements.txt requirements-dev.txt
 devstack: venv
 	$(DEVSTACK) up
 
+# promtool runs the alert-rule unit tests (OBS-03). Debian's `prometheus` package ships it; as root
+# it is installed here, otherwise this says what to install (tests/ops fails without it).
+tools:
+	@if command -v promtool >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing promtool (Debian package prometheus)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+			|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; \
+	else \
+		echo "promtool is missing: install it (Debian/Ubuntu: sudo apt-get install --no-install-recommends prometheus;" \
+			"elsewhere the promtool binary from https://prometheus.io/download/), then run make test again" >&2; \
+	fi
+
 migrate: devstack
 	$(PY) manage.py migrate --noinput
 
-test: devstack
+test: tools devstack
 	$(PY) -m pytest
 
 lint: venv
@@ -43,6 +58,11 @@ lint: venv
 
 proto: venv
 	scripts/gen-proto
+
+# celery-exporter pins old redis/prometheus-client: its own virtualenv, never .venv
+.PHONY: exporter-venv
+exporter-venv:
+	$(PYTHON) scripts/exporter-venv
 
 demo: migrate
 	$(PY) scripts/demo

@@ -175,6 +175,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 15.0,
         "options": {"queue": "canary", "expires": 15},
     },
+    "watchdogs": {
+        "task": "cdcsync.tasks.watchdogs",
+        "schedule": 60.0,
+        "options": {"queue": "default", "expires": 60},
+    },
     "prune-ledger": {
         "task": "ingest.tasks.prune_ledger",
         "schedule": 3600.0,
@@ -247,6 +252,19 @@ CANARY_REJECTED_RETRY_SECONDS = env.number("CANARY_REJECTED_RETRY_SECONDS", 300,
 SYNC_FLUSH_BATCH_METRICS = env.integer("SYNC_FLUSH_BATCH_METRICS", 2000, minimum=1)
 SYNC_FLUSH_MAX_SECONDS = env.number("SYNC_FLUSH_MAX_SECONDS", 20, minimum=1)
 
+# --- watchdogs (beat, every minute): the alert conditions checked in-process, published on MQTT ----
+WATCHDOG_TOPIC = env.string("WATCHDOG_TOPIC", f"metasync/watchdog/{METASYNC_NODE}")
+WATCHDOG_PUBLISH_TIMEOUT_SECONDS = env.number("WATCHDOG_PUBLISH_TIMEOUT_SECONDS", 10, minimum=1)
+WATCHDOG_INGEST_SILENT_SECONDS = env.integer("WATCHDOG_INGEST_SILENT_SECONDS", 3600, minimum=60)
+WATCHDOG_DECODE_WINDOW_SECONDS = env.integer("WATCHDOG_DECODE_WINDOW_SECONDS", 900, minimum=60)
+WATCHDOG_DECODE_FAILURES = env.integer("WATCHDOG_DECODE_FAILURES", 3, minimum=1)
+WATCHDOG_CANARY_WINDOW_SECONDS = env.integer("WATCHDOG_CANARY_WINDOW_SECONDS", 900, minimum=60)
+WATCHDOG_CANARY_FAILED_BATCHES = env.integer("WATCHDOG_CANARY_FAILED_BATCHES", 1, minimum=1)
+WATCHDOG_CIRCUIT_OPEN_SECONDS = env.integer("WATCHDOG_CIRCUIT_OPEN_SECONDS", 600, minimum=60)
+WATCHDOG_SLOT_RETAINED_BYTES = env.integer("WATCHDOG_SLOT_RETAINED_BYTES", 5 * 1024**3, minimum=1)
+WATCHDOG_SLOT_STALLED_SECONDS = env.integer("WATCHDOG_SLOT_STALLED_SECONDS", 3600, minimum=60)
+WATCHDOG_BACKLOG_MARGIN_SECONDS = env.integer("WATCHDOG_BACKLOG_MARGIN_SECONDS", 300, minimum=0)
+
 # --- auth / admin / static -------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
@@ -271,12 +289,49 @@ STORAGES = {
                     else "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
+# --- observability (docs/metrics.md) ----------------------------------------------
+# Prometheus port of a Celery worker's main process, serving the metrics of all its pool
+# children (prometheus_client multiprocess mode, see metasync/celery.py); 0 = off.
+WORKER_METRICS_PORT = env.integer("WORKER_METRICS_PORT", 0, minimum=0)
+# Per-dependency timeout of /readyz and `manage.py healthcheck`.
+HEALTH_CHECK_TIMEOUT_SECONDS = env.number("HEALTH_CHECK_TIMEOUT_SECONDS", 3, minimum=0.1)
+
+# --- logging (metasync/logging.py): JSON lines, correlation ids, secrets redacted ------------
 LOG_LEVEL = env.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
+LOG_FORMAT = env.choice("LOG_FORMAT", ("json", "plain"), "json")  # of the console; the file is always JSON
+LOG_STREAM = env.choice("LOG_STREAM", ("stderr", "stdout"), "stderr")
+# Optional rotating file; `{process}` becomes METASYNC_PROCESS (one file per process).
+LOG_FILE = env.string("LOG_FILE", "").replace("{process}", METASYNC_PROCESS)
+LOG_FILE_MAX_BYTES = env.integer("LOG_FILE_MAX_BYTES", 50 * 1024 * 1024, minimum=64 * 1024)
+LOG_FILE_BACKUPS = env.integer("LOG_FILE_BACKUPS", 5, minimum=1)
+if LOG_FILE and not os.access(Path(LOG_FILE).parent, os.W_OK):
+    raise ConfigError("LOG_FILE", f"directory {str(Path(LOG_FILE).parent)!r} does not exist or is not writable")
+
+_LOG_FILTERS = ["context", "redact"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "filters": {
+        "context": {"()": "metasync.logging.ContextFilter", "process": METASYNC_PROCESS},
+        "redact": {"()": "metasync.logging.RedactFilter"},
+    },
+    "formatters": {
+        "json": {"()": "metasync.logging.JsonFormatter"},
+        "plain": {"()": "metasync.logging.PlainFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "stream": f"ext://sys.{LOG_STREAM}",
+                    "formatter": LOG_FORMAT, "filters": _LOG_FILTERS},
+        **({"file": {"class": "metasync.logging.RotatingFileHandler", "filename": LOG_FILE,
+                     "maxBytes": LOG_FILE_MAX_BYTES, "backupCount": LOG_FILE_BACKUPS,
+                     "formatter": "json", "filters": _LOG_FILTERS}} if LOG_FILE else {}),
+    },
+    "root": {"handlers": ["console", "file"] if LOG_FILE else ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Django's own handlers (console in DEBUG, runserver's request log) would bypass the
+        # JSON format and the redaction: everything goes through the root handlers.
+        "django": {"handlers": [], "propagate": True, "level": "INFO" if LOG_LEVEL == "DEBUG" else LOG_LEVEL},
+        "django.server": {"handlers": [], "propagate": True},
+        "django.db.backends": {"level": "WARNING"},
+    },
 }
