@@ -23,6 +23,8 @@ from django.core.management import get_commands
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
+PROMETHEUS_DIR = ROOT / "ops" / "prometheus"
+EXPORTER_VENV_SCRIPT = ROOT / "scripts" / "exporter-venv"
 
 # Variables docker-compose.yml may interpolate that no metasync process reads.
 COMPOSE_ONLY = {
@@ -32,6 +34,9 @@ COMPOSE_ONLY = {
 PROCESS_SERVICES = {"web", "ingest", "worker", "canary-worker", "beat", "cdc", "flower", "celery-exporter"}
 # Services described but not yet added, with the command whose arrival makes them due.
 PENDING_SERVICES = {"cdc": "cdc_consume"}  # issue 4
+# Where Prometheus finds each process's metrics in compose: service -> how to read the port.
+# (beat has no endpoint of its own: its work shows in the workers' metrics and celery-exporter.)
+SCRAPED_SERVICES = ("web", "ingest", "cdc", "worker", "canary-worker", "flower", "celery-exporter")
 ONE_SHOT = {"migrate"}
 CELERY_SUBCOMMANDS = {"worker", "beat", "flower", "inspect"}
 INTERPOLATION = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)[^}]*\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
@@ -359,7 +364,8 @@ def test_third_party_images_are_pinned(services):
         assert tag and tag != "latest" and any(c.isdigit() for c in tag), (
             f"service {name!r}: image {image!r} must be pinned to a version"
         )
-    expected = {"emqx": "emqx/emqx:5.8.", "postgres": "postgres:16", "redis": "redis:7"}
+    expected = {"emqx": "emqx/emqx:5.8.", "postgres": "postgres:16", "redis": "redis:7",
+                "prometheus": "prom/prometheus:v", "celery-exporter": "danihodovic/celery-exporter:"}
     for name, prefix in expected.items():
         assert services[name]["image"].startswith(prefix), f"service {name!r}: image must be {prefix}*"
 
@@ -410,5 +416,135 @@ def test_image_bakes_in_no_configuration():
             baked = sorted(named & set(registry()))
             assert not baked, f"Dockerfile: {word} sets {baked}; configuration comes from the environment at run time"
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
-    for path in (".env", ".devstack", ".venv", ".git"):
+    for path in (".env", ".devstack", ".venv", ".venv-exporter", ".git"):
         assert path in ignored, f".dockerignore: {path} must be excluded from the build context"
+
+
+# --- (h) monitoring: Flower, celery-exporter, worker metrics, Prometheus ------------------
+
+
+def semver(tag: str) -> str:
+    match = re.fullmatch(r"v?(\d+\.\d+\.\d+)", tag)
+    assert match, f"{tag!r} is not a pinned X.Y.Z version"
+    return match[1]
+
+
+def test_flower_requires_basic_auth(services):
+    """SEC-03: Flower shows task arguments; compose must refuse to start it without a login."""
+    args = argv(services["flower"]["command"])
+    auth = option(args, "--basic-auth", "--basic_auth")
+    assert auth, "flower: command needs --basic-auth"
+    match = re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:\?[^}]+\}", auth)
+    assert match, (
+        f"flower: --basic-auth must be `${{FLOWER_BASIC_AUTH:?message}}` (required, no default, no literal "
+        f"password), is {auth!r}"
+    )
+    var = registry().get("FLOWER_BASIC_AUTH")
+    assert var and var.secret, "FLOWER_BASIC_AUTH must be a secret setting (metasync/settings.py)"
+
+
+def test_celery_exporter_is_pinned_and_watches_the_broker(services):
+    svc = services["celery-exporter"]
+    repo, _, tag = svc["image"].rpartition(":")
+    assert repo == "danihodovic/celery-exporter", f"celery-exporter: unexpected image {svc['image']!r}"
+    semver(tag)
+    args = argv(svc["command"])
+    assert "REDIS_URL" in interpolated(option(args, "--broker-url") or ""), (
+        "celery-exporter: --broker-url must be ${REDIS_URL...}, the broker the workers use"
+    )
+    # the local stack's copy (own virtualenv, never .venv) is pinned exactly as well
+    pins = re.findall(r'"prometheus-exporter-celery==([^"]+)"', EXPORTER_VENV_SCRIPT.read_text(encoding="utf-8"))
+    assert len(pins) == 1, "scripts/exporter-venv must pin prometheus-exporter-celery==X.Y.Z exactly once"
+    semver(pins[0])
+
+
+def test_workers_serve_their_metrics_on_a_port_of_their_own(services):
+    ports: dict[str, str] = {}
+    for name, svc in app_services(services).items():
+        args = argv(svc.get("command") or [])
+        if args[:1] != ["celery"] or "worker" not in args[:4]:
+            continue
+        port = environment(svc).get("WORKER_METRICS_PORT", "")
+        assert port.isdigit() and int(port) > 0, (
+            f"service {name!r}: set WORKER_METRICS_PORT (the worker's metrics endpoint, scraped by prometheus)"
+        )
+        assert port not in ports, f"services {ports[port]!r} and {name!r} both use WORKER_METRICS_PORT={port}"
+        ports[port] = name
+
+
+def prometheus_mount(svc: dict) -> tuple[Path, str]:
+    """(host folder, container folder) of the read-only ops/prometheus mount."""
+    for volume in svc.get("volumes") or []:
+        parts = volume.split(":") if isinstance(volume, str) else [volume["source"], volume["target"]]
+        if Path(ROOT, parts[0]).resolve() == PROMETHEUS_DIR:
+            assert parts[2:] == ["ro"] or (isinstance(volume, dict) and volume.get("read_only")), (
+                f"prometheus: mount {volume!r} read-only"
+            )
+            return PROMETHEUS_DIR, parts[1].rstrip("/")
+    raise AssertionError("prometheus: mount ./ops/prometheus (the config and its rule files) read-only")
+
+
+def test_prometheus_runs_the_repository_config_and_rules(services):
+    svc = services["prometheus"]
+    host, container = prometheus_mount(svc)
+    config_path = option(argv(svc["command"]), "--config.file")
+    assert config_path and config_path.startswith(container + "/"), (
+        f"prometheus: --config.file must be inside the mounted {container}, is {config_path!r}"
+    )
+    config_file = host / config_path[len(container) + 1:]
+    assert config_file.is_file(), f"prometheus: --config.file {config_path} is {config_file}, which does not exist"
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    rule_files = config.get("rule_files") or []
+    assert rule_files, f"{config_file.relative_to(ROOT)}: no rule_files"
+    for rule in rule_files:
+        target = config_file.parent / rule if not rule.startswith("/") else host / rule[len(container) + 1:]
+        assert target.is_file(), f"{config_file.relative_to(ROOT)}: rule file {rule!r} is not in {host}"
+    assert any(Path(r).name == "alerts.yml" for r in rule_files), "prometheus: alerts.yml is not a rule file"
+    # a password_file under /run/secrets/ must be a secret the service gets
+    secrets = {s if isinstance(s, str) else s.get("target") or s["source"] for s in svc.get("secrets") or []}
+    for job in config.get("scrape_configs") or []:
+        password_file = (job.get("basic_auth") or {}).get("password_file", "")
+        if password_file.startswith("/run/secrets/"):
+            assert password_file.rsplit("/", 1)[1] in secrets, (
+                f"prometheus: job {job['job_name']!r} reads {password_file}, which is not one of its secrets"
+            )
+    volumes = [v for v in svc.get("volumes") or [] if isinstance(v, str) and ":/prometheus" in v]
+    assert volumes, "prometheus: keep its data (/prometheus) in a volume"
+
+
+def test_prometheus_scrapes_every_process(services):
+    """Every process with a metrics endpoint is a scrape target at its service name and port."""
+    host, container = prometheus_mount(services["prometheus"])
+    config_file = host / option(argv(services["prometheus"]["command"]), "--config.file")[len(container) + 1:]
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config_path = config_file.relative_to(ROOT)
+    scraped: dict[str, set[int]] = {}
+    for job in config.get("scrape_configs") or []:
+        for static in job.get("static_configs") or []:
+            for target in static.get("targets") or []:
+                name, _, port = target.rpartition(":")
+                scraped.setdefault(name, set()).add(int(port))
+        for dns in job.get("dns_sd_configs") or []:
+            for name in dns.get("names") or []:
+                scraped.setdefault(name, set()).add(int(dns["port"]))
+
+    def flag_port(name: str, default: int) -> int:
+        args = argv(services[name]["command"])
+        return int(option(args, "--port", "--metrics-port") or default)
+
+    expected = {
+        "web": 8000,  # gunicorn --bind 0.0.0.0:8000
+        "ingest": flag_port("ingest", settings.INGEST_METRICS_PORT),
+        "cdc": flag_port("cdc", settings.CDC_METRICS_PORT),
+        "worker": int(environment(services["worker"]).get("WORKER_METRICS_PORT") or 0),
+        "canary-worker": int(environment(services["canary-worker"]).get("WORKER_METRICS_PORT") or 0),
+        "flower": flag_port("flower", 5555),
+        "celery-exporter": flag_port("celery-exporter", 9808),
+    }
+    assert set(expected) == set(SCRAPED_SERVICES)
+    for name, port in expected.items():
+        assert port in scraped.get(name, set()), (
+            f"{config_path}: service {name!r} is not scraped at {name}:{port} (scraped: {scraped.get(name)})"
+        )
+    unknown = sorted(n for n in scraped if n not in services and n not in ("localhost", "127.0.0.1"))
+    assert not unknown, f"{config_path}: scrape targets {unknown} are not compose services"
