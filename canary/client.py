@@ -28,6 +28,7 @@ from canary import metrics
 from canary.breaker import breaker, record_response, redis_client
 from canary.errors import CanaryError, CanaryRejected, CanaryUnavailable
 from canary.ratelimit import RateLimiter
+from metasync.logging import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,10 @@ class CanaryClient:
     # --- the shared session ----------------------------------------------------------------
     def _cached_token(self) -> str | None:
         token = self.redis.get(SESSION_KEY)
-        return token.decode() if token else None
+        if not token:
+            return None
+        register_secret(token.decode())  # a session another worker opened
+        return token.decode()
 
     def _session_token(self) -> str:
         deadline = time.monotonic() + 15
@@ -202,6 +206,7 @@ class CanaryClient:
                          "autoWriteNoData": False, "extendData": False},
         })
         token = str(answer["sessionToken"])
+        register_secret(token)  # redacted from logs even where it appears bare
         self.redis.set(SESSION_KEY, token)
         log.info("new Canary session for client id %s", settings.CANARY_CLIENT_ID)
         return token

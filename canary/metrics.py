@@ -9,7 +9,9 @@ LATENCY = Histogram("metasync_canary_request_seconds", "Canary call latency", ["
 RETRIES = Counter("metasync_canary_retries_total", "Canary call retries after a transient failure")
 RATE_WAIT = Counter("metasync_canary_rate_limit_wait_seconds_total", "Seconds spent waiting for the global budget")
 RATE_WAITS = Counter("metasync_canary_rate_limit_waits_total", "Calls that had to wait for the global budget")
-CIRCUIT = Gauge("metasync_canary_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open")
+# Celery workers aggregate their pool processes (metasync/metrics.py): the latest value set wins.
+CIRCUIT = Gauge("metasync_canary_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
+                multiprocess_mode="mostrecent")
 BATCHES = Counter("metasync_canary_batches_total", "Push batches by outcome", ["outcome"])
 TAGS_PUSHED = Counter("metasync_canary_tags_pushed_total", "Tags acknowledged by Canary")
 END_TO_END = Histogram("metasync_end_to_end_seconds", "Birth received -> Canary acknowledged",

@@ -104,6 +104,8 @@ def flush_once(limit: int | None = None) -> tuple[int, list[int]]:
             [PushBatch(tags=len(b.body), size=b.size, body=b.body, targets=b.targets) for b in batches])
         batch_ids = [b.pk for b in created]
         if batch_ids:
+            log.info("flush: %d metric(s) -> batch(es) %s", sum(len(b.targets) for b in batches),
+                     ", ".join(map(str, batch_ids)), extra={"batch_ids": batch_ids})
             with connection.cursor() as cur:
                 cur.execute(
                     "INSERT INTO uns_meta.canary_inflight (metric_id, batch_id)"
@@ -206,7 +208,7 @@ def _acknowledge(batch_id: int) -> None:
             raw = cur.fetchone()[0]
             targets = raw if isinstance(raw, dict) else json.loads(raw)
             ids = [int(m) for m in targets]
-            latencies = _end_to_end(cur, ids)
+            births = _end_to_end(cur, ids)
             cur.execute(
                 "INSERT INTO uns_meta.canary_sync_state AS s (metric_id, canary_id, properties, acked_at, batch_id)"
                 " SELECT t.id, t.cid, t.props, now(), %s"
@@ -220,20 +222,23 @@ def _acknowledge(batch_id: int) -> None:
                         [batch_id])
     metrics.BATCHES.labels("acked").inc()
     metrics.TAGS_PUSHED.inc(len(ids))
-    for seconds in latencies:
+    for seconds, _frame_id in births:
         metrics.END_TO_END.observe(seconds)
+    frame_ids = sorted({frame_id for _seconds, frame_id in births})
+    log.info("batch %s acknowledged: %d tag(s), changes of %d birth frame(s)", batch_id, len(ids), len(frame_ids),
+             extra={"batch_id": batch_id, "frame_ids": frame_ids})
 
 
-def _end_to_end(cur, metric_ids: list[int]) -> list[float]:  # type: ignore[no-untyped-def]
-    """Birth received → now, for metrics whose latest birth change is newer than their last ack."""
+def _end_to_end(cur, metric_ids: list[int]) -> list[tuple[float, int]]:  # type: ignore[no-untyped-def]
+    """(birth received → now, frame id) for metrics whose latest birth change is newer than their last ack."""
     cur.execute(
-        "SELECT extract(epoch FROM now() - f.received_at) FROM ("
+        "SELECT extract(epoch FROM now() - f.received_at), f.id FROM ("
         "  SELECT DISTINCT ON (v.metric_id) v.metric_id, v.changed_by FROM uns_meta.metric_versions v"
         "  WHERE v.metric_id = ANY(%s) ORDER BY v.metric_id, v.id DESC) last"
         " JOIN uns_meta.birth_frames f ON last.changed_by = 'birth:' || f.id"
         " LEFT JOIN uns_meta.canary_sync_state s ON s.metric_id = last.metric_id"
         " WHERE s.acked_at IS NULL OR f.received_at > s.acked_at", [metric_ids])
-    return [float(r[0]) for r in cur.fetchall()]
+    return [(float(r[0]), int(r[1])) for r in cur.fetchall()]
 
 
 def redrive(older_than_seconds: float = 60) -> int:

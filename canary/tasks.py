@@ -9,6 +9,7 @@ from django.db import InterfaceError, OperationalError
 
 from canary import sync
 from canary.errors import CanaryUnavailable
+from metasync.logging import bind
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +21,12 @@ def push_batch(batch_id: int) -> str:
 
     Fails visibly (Flower) when Canary stays unavailable; its metrics are then pending again.
     """
-    try:
-        return sync.push(batch_id)
-    except CanaryUnavailable as exc:
-        log.error("batch %s failed: %s (its metrics are pending again)", batch_id, exc)
-        raise
+    with bind(cid=f"batch-{batch_id}", batch_id=batch_id):
+        try:
+            return sync.push(batch_id)
+        except CanaryUnavailable as exc:
+            log.error("batch %s failed: %s (its metrics are pending again)", batch_id, exc)
+            raise
 
 
 @shared_task(queue="default", acks_late=True, ignore_result=True)

@@ -60,6 +60,8 @@ class Outcome:
     device_id: int | None = None
     # Only filled in dry-run mode: the versions the frame would write.
     diff: list[dict] = field(default_factory=list)
+    # Why a frame was rejected: "decode" (payload), "topic" (unparseable topic), "invalid" (rules).
+    cause: str = ""
 
 
 @dataclass(slots=True)
@@ -112,7 +114,8 @@ def process_birth(frame_id: int, *, dry_run: bool = False) -> Outcome:
                 transaction.set_rollback(True)
         return outcome
     except (Rejected, DecodeError, uns.TopicError) as exc:
-        outcome = Outcome(frame_id, BirthFrame.Status.REJECTED, str(exc))
+        cause = "decode" if isinstance(exc, DecodeError) else "topic" if isinstance(exc, uns.TopicError) else "invalid"
+        outcome = Outcome(frame_id, BirthFrame.Status.REJECTED, str(exc), cause=cause)
         if not dry_run:
             _finish(frame_id, outcome, time.monotonic() - started)
         return outcome

@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 
 from ingest import metrics
 from metasync.env import ConfigError
+from metasync.logging import bind
 
 log = logging.getLogger(__name__)
 
@@ -208,11 +209,14 @@ class LedgerWriter:
             return False
         frame_id = self._store_with_retry(frame)
         self.stored += 1
-        try:
-            self.enqueue(frame_id)
-        except Exception:  # Redis down: the frame is safe in the ledger; beat re-enqueues it
-            metrics.ENQUEUE_ERRORS.inc()
-            log.exception("could not enqueue process_birth(%s); beat will re-enqueue it", frame_id)
+        # From here on the frame's logs carry cid frame-<id>; process_birth logs under the same cid.
+        with bind(cid=f"frame-{frame_id}", frame_id=frame_id):
+            log.info("frame %s stored: %s, %d bytes", frame_id, frame.topic, len(frame.payload))
+            try:
+                self.enqueue(frame_id)
+            except Exception:  # Redis down: the frame is safe in the ledger; beat re-enqueues it
+                metrics.ENQUEUE_ERRORS.inc()
+                log.exception("could not enqueue process_birth(%s); beat will re-enqueue it", frame_id)
         return True
 
     def _store_with_retry(self, frame: Frame) -> int:

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
+from prometheus_client import Counter, Histogram
 
 from catalog import apply
+from metasync.logging import bind
 
 log = logging.getLogger(__name__)
+
+# Birth apply metrics, exported by the worker (docs/metrics.md). Counted here, after the frame's
+# transaction committed, so a retried task is not counted twice.
+BIRTHS = Counter("metasync_births_total", "Ledger frames processed by process_birth, by outcome", ["status"])
+BIRTH_REJECTIONS = Counter("metasync_births_rejected_total", "Frames rejected, by cause (decode, topic, invalid)",
+                           ["cause"])
+BIRTH_METRICS = Counter("metasync_birth_metrics_total",
+                        "Metrics of applied births: new, changed, unchanged, retired, restored, renamed, rejected",
+                        ["outcome"])
+APPLY_SECONDS = Histogram("metasync_birth_apply_seconds", "Time to apply one frame to the catalog",
+                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+_METRIC_OUTCOMES = ("new", "changed", "unchanged", "retired", "restored", "renamed", "rejected")
 
 # A frame still `received` this long after arrival lost its task (Redis restart,
 # enqueue failure after the ledger commit): beat enqueues it again.
@@ -26,9 +41,27 @@ STUCK_AFTER = timedelta(minutes=2)
 )
 def process_birth(frame_id: int) -> str:
     """Apply ledger frame ``frame_id`` to the catalog (idempotent: safe to run twice)."""
-    outcome = apply.process_birth(frame_id)
-    log.info("frame %s %s %s %s", frame_id, outcome.status, outcome.counts or "", outcome.reason[:500])
+    with bind(cid=f"frame-{frame_id}", frame_id=frame_id):
+        started = time.monotonic()
+        outcome = apply.process_birth(frame_id)
+        _count(outcome, time.monotonic() - started)
+        log.info("frame %s %s %s %s", frame_id, outcome.status, outcome.counts or "", outcome.reason[:500])
     return outcome.status
+
+
+def _count(outcome: apply.Outcome, seconds: float) -> None:
+    if outcome.reason == "already processed":  # a redelivery: counted when it was processed
+        BIRTHS.labels("redelivered").inc()
+        return
+    BIRTHS.labels(outcome.status).inc()
+    if outcome.status == "missing":
+        return
+    APPLY_SECONDS.observe(seconds)
+    if outcome.cause:
+        BIRTH_REJECTIONS.labels(outcome.cause).inc()
+    for name in _METRIC_OUTCOMES:
+        if outcome.counts.get(name):
+            BIRTH_METRICS.labels(name).inc(outcome.counts[name])
 
 
 @shared_task(queue="births", acks_late=True, ignore_result=True)
@@ -42,7 +75,7 @@ def requeue_stuck_frames(limit: int = 1000) -> int:
     for frame_id in ids:
         process_birth.apply_async(args=[frame_id], queue="births")
     if ids:
-        log.warning("re-enqueued %d ledger frame(s) stuck in 'received'", len(ids))
+        log.warning("re-enqueued %d ledger frame(s) stuck in 'received'", len(ids), extra={"frame_ids": ids})
     return len(ids)
 
 
