@@ -78,10 +78,13 @@ status: venv
 	$(DEVSTACK) status
 	-$(PY) scripts/demo --status
 
-bench: bench-ingest
+bench: bench-ingest bench-sync
 
 bench-ingest: migrate
 	$(PY) bench/ingest.py
+
+bench-sync: migrate
+	$(PY) bench/sync.py
 
 clean: down
 	rm -rf .devstack

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -32,6 +33,7 @@ from metasync.logging import register_secret
 
 log = logging.getLogger(__name__)
 
+_JSON = {"Content-Type": "application/json"}
 SESSION_KEY = "metasync:canary:session"
 SESSION_USED_KEY = "metasync:canary:session:used"
 LOGIN_LOCK = "metasync:canary:login"
@@ -66,9 +68,14 @@ class CanaryClient:
         self.limiter = RateLimiter(self.redis, settings.CANARY_RATE_LIMIT_RPS, sleep=sleep)
 
     # --- operations ------------------------------------------------------------------
-    def store_properties(self, properties: dict[str, list]) -> None:
-        """storeData with properties only; returns when Canary said Good."""
-        self._operation("storeData", lambda token: {"sessionToken": token, "properties": properties})
+    def store_properties(self, properties: dict[str, list] | str) -> None:
+        """storeData with properties only (a dict, or its JSON text as stored in a push batch);
+        returns when Canary said Good."""
+        if isinstance(properties, str):  # pre-encoded: spliced in, not parsed and re-encoded
+            self._operation("storeData", lambda token: '{"sessionToken":' + json.dumps(token)
+                            + ',"properties":' + properties + "}")
+        else:
+            self._operation("storeData", lambda token: {"sessionToken": token, "properties": properties})
 
     def keep_alive(self) -> bool:
         """keepAlive the shared session if it has been idle; False when there is none."""
@@ -99,7 +106,7 @@ class CanaryClient:
         return body.get("properties") or {}
 
     # --- machinery -----------------------------------------------------------------------
-    def _operation(self, method: str, make_body: Callable[[str], dict]) -> dict:
+    def _operation(self, method: str, make_body: Callable[[str], dict | str]) -> dict:
         deadline = time.monotonic() + settings.CANARY_OPERATION_DEADLINE_SECONDS
         backoff = settings.CANARY_BACKOFF_SECONDS
         last = "no attempt"
@@ -125,7 +132,7 @@ class CanaryClient:
             backoff *= 2
         raise CanaryUnavailable(f"{method} failed after {attempt} attempt(s): {last}")
 
-    def _call(self, method: str, body: dict) -> dict:
+    def _call(self, method: str, body: dict | str) -> dict:
         """One HTTP call through the rate limit and the breaker; classifies the answer."""
         waited = self.limiter.acquire()
         if waited:
@@ -143,12 +150,16 @@ class CanaryClient:
         metrics.REQUESTS.labels(method, "errors").inc()
         raise CanaryRejected([str(e) for e in answer.get("errors") or [f"statusCode {status!r}"]])
 
-    def _post(self, url: str, body: dict) -> dict:
+    def _post(self, url: str, body: dict | str) -> dict:
         """The HTTP exchange; a raise here counts as a failure for the breaker."""
         method = url.rsplit("/", 1)[-1]
         started = time.monotonic()
         try:
-            response = self.http.post(url, json=body, timeout=settings.CANARY_TIMEOUT_SECONDS)
+            if isinstance(body, str):
+                response = self.http.post(url, data=body.encode(), headers=_JSON,
+                                          timeout=settings.CANARY_TIMEOUT_SECONDS)
+            else:
+                response = self.http.post(url, json=body, timeout=settings.CANARY_TIMEOUT_SECONDS)
         except requests.Timeout:
             metrics.REQUESTS.labels(method, "timeout").inc()
             record_response(server_error=True)

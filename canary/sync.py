@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -47,27 +48,42 @@ def diff_rows(target: Target, acked: tuple[str, dict] | None, ts: str) -> list[l
 
 @dataclass
 class BatchBuilder:
+    """One storeData body under construction, kept as JSON text pieces: each tag is encoded
+    once, and the batch row receives the finished text (no second serialization)."""
+
     max_tags: int
     max_bytes: int
-    body: dict[str, list] = field(default_factory=dict)
-    targets: dict[str, dict] = field(default_factory=dict)
+    pieces: list[str] = field(default_factory=list)  # '"tag":[rows]'
+    targets: list[str] = field(default_factory=list)  # '"metric id":{"canary_id":…,"properties":…}'
+    metric_ids: list[int] = field(default_factory=list)
     size: int = 2
 
-    def fits(self, tag: str, rows: list) -> bool:
-        extra = len(json.dumps({tag: rows}, ensure_ascii=False)) + 1
-        return not self.body or (len(self.body) < self.max_tags and self.size + extra <= self.max_bytes)
+    @staticmethod
+    def encode(target: Target, rows: list) -> str:
+        return f"{_dumps(target.canary_id)}:{_dumps(rows)}"
 
-    def add(self, target: Target, rows: list) -> None:
-        self.body[target.canary_id] = rows
-        self.size += len(json.dumps({target.canary_id: rows}, ensure_ascii=False)) + 1
-        self.targets[str(target.metric_id)] = {"canary_id": target.canary_id, "properties": target.properties}
+    def fits(self, piece: str) -> bool:
+        return not self.pieces or (len(self.pieces) < self.max_tags and self.size + len(piece) + 1 <= self.max_bytes)
+
+    def add(self, target: Target, piece: str) -> None:
+        self.pieces.append(piece)
+        self.size += len(piece) + 1
+        self.metric_ids.append(target.metric_id)
+        self.targets.append(f'"{target.metric_id}":' + _dumps(
+            {"canary_id": target.canary_id, "properties": target.properties}))
+
+    @property
+    def body(self) -> str:
+        return "{" + ",".join(self.pieces) + "}"
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def flush_once(limit: int | None = None) -> tuple[int, list[int]]:
     """One unit of work: returns (metrics claimed, ids of batches created)."""
     limit = limit or settings.SYNC_FLUSH_BATCH_METRICS
-    from canary.models import PushBatch
-
     with transaction.atomic():
         with connection.cursor() as cur:
             cur.execute(
@@ -94,24 +110,37 @@ def flush_once(limit: int | None = None) -> tuple[int, list[int]]:
             rows = diff_rows(target, acked.get(mid), ts)
             if not rows:
                 continue
-            if not current.fits(target.canary_id, rows):
+            piece = BatchBuilder.encode(target, rows)
+            if not current.fits(piece):
                 batches.append(current)
                 current = BatchBuilder(settings.CANARY_BATCH_TAGS, settings.CANARY_BATCH_MAX_BYTES)
-            current.add(target, rows)
-        if current.body:
+            current.add(target, piece)
+        if current.pieces:
             batches.append(current)
-        created = PushBatch.objects.bulk_create(
-            [PushBatch(tags=len(b.body), size=b.size, body=b.body, targets=b.targets) for b in batches])
-        batch_ids = [b.pk for b in created]
-        if batch_ids:
-            log.info("flush: %d metric(s) -> batch(es) %s", sum(len(b.targets) for b in batches),
-                     ", ".join(map(str, batch_ids)), extra={"batch_ids": batch_ids})
+        batch_ids: list[int] = []
+        if batches:
+            with connection.cursor() as cur:
+                cur.execute("SELECT nextval(pg_get_serial_sequence('uns_meta.canary_push_batches', 'id'))"
+                            " FROM generate_series(1, %s)", [len(batches)])
+                batch_ids = [row[0] for row in cur.fetchall()]
+            # Server-side binding, binary arrays: megabytes of JSON text are sent as they are, not
+            # escaped into the SQL string (the client-side cursor's default).
+            with psycopg.Cursor(connection.connection) as raw:
+                raw.execute(
+                    "INSERT INTO uns_meta.canary_push_batches (id, status, attempts, tags, size, body, targets,"
+                    " error, task_id) SELECT t.id, 'queued', 0, t.tags, t.size, t.body::jsonb, t.targets::jsonb,"
+                    " '', '' FROM unnest(%b::bigint[], %b::int[], %b::int[], %b::text[], %b::text[])"
+                    " AS t(id, tags, size, body, targets)",
+                    [batch_ids, [len(b.pieces) for b in batches], [b.size for b in batches],
+                     [b.body for b in batches], ["{" + ",".join(b.targets) + "}" for b in batches]])
             with connection.cursor() as cur:
                 cur.execute(
                     "INSERT INTO uns_meta.canary_inflight (metric_id, batch_id)"
                     " SELECT unnest(%s::bigint[]), unnest(%s::bigint[])",
-                    [[int(m) for b in batches for m in b.targets],
-                     [bid for b, bid in zip(batches, batch_ids, strict=True) for _ in b.targets]])
+                    [[m for b in batches for m in b.metric_ids],
+                     [bid for b, bid in zip(batches, batch_ids, strict=True) for _ in b.metric_ids]])
+            log.info("flush: %d metric(s) -> batch(es) %s", sum(len(b.metric_ids) for b in batches),
+                     ", ".join(map(str, batch_ids)), extra={"batch_ids": batch_ids})
             transaction.on_commit(lambda: _enqueue(batch_ids))
     return len(ids), batch_ids
 
@@ -163,12 +192,12 @@ def push(batch_id: int, client: object | None = None) -> str:
         cur.execute(
             "UPDATE uns_meta.canary_push_batches SET status = 'sending', attempts = attempts + 1"
             " WHERE id = %s AND (status = 'queued'"
-            "   OR (status = 'sending' AND updated_at < now() - %s * interval '1 s')) RETURNING body",
+            "   OR (status = 'sending' AND updated_at < now() - %s * interval '1 s')) RETURNING body::text",
             [batch_id, SENDING_LEASE_SECONDS])
         row = cur.fetchone()
     if row is None:
         return "skipped"  # done already, or another worker holds it
-    body = row[0] if isinstance(row[0], dict) else json.loads(row[0])
+    body = row[0]  # JSON text, sent as it is
     client = client or CanaryClient()
     try:
         client.store_properties(body)  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from metasync.logging import bind
 log = logging.getLogger(__name__)
 
 
-@shared_task(queue="canary", acks_late=True, ignore_result=True,
+@shared_task(acks_late=True, ignore_result=True,
              autoretry_for=(OperationalError, InterfaceError), retry_backoff=True, retry_jitter=True, max_retries=10)
 def push_batch(batch_id: int) -> str:
     """Send push batch ``batch_id`` to Canary (idempotent: a re-send of the same rows is harmless).
@@ -29,18 +29,18 @@ def push_batch(batch_id: int) -> str:
             raise
 
 
-@shared_task(queue="default", acks_late=True, ignore_result=True)
+@shared_task(acks_late=True, ignore_result=True)
 def flush_due() -> dict[str, int]:
     """Due pending metrics → diffs → push batches."""
     return sync.flush_due()
 
 
-@shared_task(queue="default", acks_late=True, ignore_result=True)
+@shared_task(acks_late=True, ignore_result=True)
 def redrive_batches() -> int:
     return sync.redrive()
 
 
-@shared_task(queue="canary", acks_late=True, ignore_result=True)
+@shared_task(acks_late=True, ignore_result=True)
 def keepalive() -> bool:
     """keepAlive the shared session when it has been idle (sessions expire after a minute)."""
     import time

@@ -9,7 +9,7 @@ from celery import shared_task
 from cdcsync import watchdogs as watchdog_checks
 
 
-@shared_task(name="cdcsync.tasks.watchdogs", queue="default", acks_late=True, ignore_result=True, time_limit=120)
+@shared_task(name="cdcsync.tasks.watchdogs", acks_late=True, ignore_result=True, time_limit=120)
 def watchdogs() -> dict[str, Any]:
     """Check the alert conditions in-process; log, count and publish them (beat, every minute).
 

@@ -35,7 +35,7 @@ STUCK_AFTER = timedelta(minutes=2)
 
 
 @shared_task(
-    queue="births", acks_late=True, ignore_result=True,
+    acks_late=True, ignore_result=True,
     autoretry_for=(OperationalError, InterfaceError), retry_backoff=2, retry_backoff_max=60,
     retry_jitter=True, max_retries=20,
 )
@@ -64,7 +64,7 @@ def _count(outcome: apply.Outcome, seconds: float) -> None:
             BIRTH_METRICS.labels(name).inc(outcome.counts[name])
 
 
-@shared_task(queue="births", acks_late=True, ignore_result=True)
+@shared_task(acks_late=True, ignore_result=True)
 def requeue_stuck_frames(limit: int = 1000) -> int:
     cutoff = timezone.now() - STUCK_AFTER
     with connection.cursor() as cur:
@@ -79,7 +79,7 @@ def requeue_stuck_frames(limit: int = 1000) -> int:
     return len(ids)
 
 
-@shared_task(queue="default", acks_late=True, ignore_result=True)
+@shared_task(acks_late=True, ignore_result=True)
 def prune_ledger() -> int:
     """Delete processed frames past retention, keeping each topic's latest applied frame
     (duplicate and stale detection compare against it)."""

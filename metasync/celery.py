@@ -105,8 +105,13 @@ def _configure_logging(**kwargs: object) -> None:
 
 @signals.task_prerun.connect
 def _bind_task(task_id: str | None = None, task: object = None, **kwargs: object) -> None:
+    from django.db import close_old_connections
+
     from metasync import logging as metasync_logging
 
+    # Connections are kept across tasks (CELERY_DB_REUSE_MAX); drop one that broke (e.g. a
+    # PostgreSQL restart) or outlived CONN_MAX_AGE before the task uses it.
+    close_old_connections()
     metasync_logging.replace(cid=f"task-{task_id}", task_id=task_id, task_name=getattr(task, "name", None))
 
 

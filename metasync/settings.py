@@ -136,6 +136,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.integer("CELERY_VIS
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# Celery's Django fixup closes the database connection around every task unless this is set:
+# a new TLS connection per Canary push (~30 ms) would cap the push rate. Broken or old
+# connections are still dropped before each task (metasync/celery.py).
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a killed child re-queues its task
 CELERY_TASK_IGNORE_RESULT = True
@@ -144,8 +148,11 @@ CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower and celery-exporter
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = [Queue("births"), Queue("canary"), Queue("default")]
+# Every task's queue is decided here (Celery 5.7 deprecates the per-task `queue` attribute).
 CELERY_TASK_ROUTES = {
+    "ingest.tasks.prune_ledger": {"queue": "default"},
     "ingest.tasks.*": {"queue": "births"},
+    "cdcsync.tasks.*": {"queue": "default"},
     "canary.tasks.push_batch": {"queue": "canary"},
     "canary.tasks.keepalive": {"queue": "canary"},
     "canary.tasks.*": {"queue": "default"},
