@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import shared_task, signals
 from django.db import InterfaceError, OperationalError
 
 from canary import sync
@@ -54,3 +54,19 @@ def keepalive() -> bool:
     if used and time.time() - float(used) < settings.CANARY_KEEPALIVE_SECONDS:
         return False
     return client.keep_alive()
+
+
+@signals.worker_shutdown.connect
+def _revoke_session(sender: object = None, **kwargs: object) -> None:
+    """A canary worker that stops revokes the shared Canary session (CANARY_API.md); the next
+    caller opens a new one."""
+    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    consumes = getattr(queues, "consume_from", None) or {}
+    if "canary" not in consumes:
+        return
+    try:
+        from canary.client import CanaryClient
+
+        CanaryClient().revoke()
+    except Exception:  # shutting down: never block it on Canary
+        log.warning("could not revoke the Canary session at shutdown", exc_info=True)
