@@ -553,6 +553,10 @@ class Stack:
                         raise TimeoutError(f"ingest_births never received a probe frame within {timeout:g}s\n"
                                            + self.logs()) from None
 
+    def check_alive(self) -> None:
+        """Raise :class:`DaemonDied` if a daemon started and not stopped or killed on purpose is gone."""
+        self._check_alive()
+
     def _check_alive(self) -> None:
         for name in sorted(self._running):
             daemon = self.daemons[name]

@@ -288,7 +288,10 @@ def test_a_check_that_cannot_run_is_reported_as_a_problem(settings):
 
 
 def test_the_beat_task_is_registered_on_the_default_queue():
+    import cdcsync.tasks  # noqa: F401 - registers the task, as the worker's autodiscovery does
     from metasync.celery import app
 
     task = app.tasks["cdcsync.tasks.watchdogs"]
-    assert (task.queue, task.acks_late, task.ignore_result) == ("default", True, True)
+    assert (task.acks_late, task.ignore_result) == (True, True)
+    assert app.amqp.router.route({}, task.name)["queue"].name == "default"
+    assert settings.CELERY_BEAT_SCHEDULE["watchdogs"]["task"] == task.name
