@@ -179,10 +179,12 @@ class BirthApplier:
         for chunk in _chunks(iter_metrics(payload), settings.BIRTH_CHUNK_METRICS):
             self._apply_chunk(chunk)
         del payload
+        if self.counts["metrics"] == 0:  # never read an empty birth as "every metric retired"
+            raise Rejected("the birth has no metrics")
+        if self.counts["rejected"] == self.counts["metrics"]:
+            raise Rejected("every metric was rejected: " + "; ".join(self.problems[:20]))
         self._apply_deferred_renames()
         self._retire_absent()
-        if self.counts["metrics"] == 0:
-            raise Rejected("the birth has no metrics")
         reason = ""
         if self.problems:
             shown = "; ".join(self.problems[:20])
