@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ def apply_child(frame_id: int) -> None:
     outcome = process_birth(frame_id)
     print(json.dumps({"seconds": time.monotonic() - started, "status": outcome.status, "counts": outcome.counts,
                       "reason": outcome.reason,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mb": _peak_rss_mb()}))
 
 
 def run_apply(frame_id: int) -> dict:
@@ -217,6 +216,14 @@ def run() -> None:
     print(f"written to {path}")
     if not all(result["met"].values()):
         sys.exit(1)
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak (VmHWM); see metasync/procstat.py for why not ru_maxrss."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from metasync.procstat import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import secrets
 import shutil
 import subprocess
@@ -141,7 +140,7 @@ def child(mode: str, slot_name: str, upto_lsn: str) -> None:
         else:
             raise SystemExit(f"unknown mode {mode}")
         result["seconds"] = time.perf_counter() - started
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     print(json.dumps(result))
 
 
@@ -244,6 +243,14 @@ def main(save: bool) -> None:
     print(json.dumps(result, indent=2))
     if save:
         print(f"wrote {write_result('pgoutput_decode', result)}", file=sys.stderr)
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak (VmHWM); see metasync/procstat.py for why not ru_maxrss."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from metasync.procstat import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 if __name__ == "__main__":

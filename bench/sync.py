@@ -46,7 +46,6 @@ import json
 import math
 import os
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -335,7 +334,7 @@ def child_consume(slot: str, expected: int) -> None:
     print(json.dumps({"seconds": seconds, "polls": polls, "slot_rows": sum(p["rows"] for p in polls),
                       "metrics_pending": marked, "next_poll_seconds": round(idle, 3), "next_poll_rows": idle_rows,
                       "retained_bytes_after": status.get("retained_bytes"),
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+                      "peak_rss_mb": round(_peak_rss_mb(), 1)}))
 
 
 def child_flush() -> None:
@@ -946,6 +945,14 @@ def run(args: argparse.Namespace, result: dict, procs: Procs, mock: Mock, mock_p
         "e_p95_le_debounce_plus_10s": e["p95_seconds"] <= TARGETS["e_p95_seconds_max"],
         "e_parity": e["parity"]["mismatched"] == 0,
     }
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak (VmHWM); see metasync/procstat.py for why not ru_maxrss."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from metasync.procstat import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 if __name__ == "__main__":

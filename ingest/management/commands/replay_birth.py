@@ -8,7 +8,6 @@ that is rolled back, and prints the catalog diff it would have made.
 from __future__ import annotations
 
 import json
-import resource
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from django.db import transaction
 from catalog.apply import process_birth
 from ingest.ledger import store_frame, store_frame_file
 from ingest.sparkplug import DecodeError, payload_from_json
+from metasync.procstat import peak_rss_mb
 
 
 def is_json(path: Path) -> bool:
@@ -65,7 +65,7 @@ class Command(BaseCommand):
             outcome = process_birth(frame_id)
             self.stdout.write(f"frame {frame_id}: {outcome.status} {outcome.counts} {outcome.reason}".rstrip())
         if opts["stats"]:
-            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            peak_mb = peak_rss_mb()
             self.stdout.write(f"elapsed_seconds={time.monotonic() - started:.3f} peak_rss_mb={peak_mb:.1f}")
         if outcome.status == "rejected":
             raise CommandError(f"frame rejected: {outcome.reason}")
