@@ -192,9 +192,12 @@ def run() -> None:
         path = Path(tmp) / "million.pb"
         path.write_bytes(synthetic_birth(BIG, round_no=0, change_rate=0.0, seed=2, timestamp=1_000_000))
         result["f_birth_bytes"] = path.stat().st_size
-        out = subprocess.run([sys.executable, "manage.py", "replay_birth", str(path), "--stats",
-                              "--topic", f"spBv1.0/Bench/DBIRTH/R{run_id}/Million"],
-                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        proc = subprocess.run([sys.executable, "manage.py", "replay_birth", str(path), "--stats",
+                               "--topic", f"spBv1.0/Bench/DBIRTH/R{run_id}/Million"],
+                              cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"replay_birth failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-3000:]}")
+        out = proc.stdout
     stats = dict(part.split("=") for part in out.strip().splitlines()[-1].split())
     result["f_million_seconds"] = float(stats["elapsed_seconds"])
     result["f_million_peak_rss_mb"] = float(stats["peak_rss_mb"])
