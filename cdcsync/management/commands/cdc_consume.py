@@ -2,7 +2,10 @@
 
 healthchecks' ``sendalerts`` shape: signals only set a flag; the loop calls
 :meth:`Consumer.poll_once` (one unit of work) and pauses only when it found nothing.
-Safe to kill at any instant: the slot advances only after the pending rows commit.
+Safe to kill at any instant: the slot advances only after the pending rows commit. A lost
+database connection (PostgreSQL restarted, network cut) is not fatal: the daemon reconnects with
+a capped backoff, claims the slot again and goes on from the slot's confirmed position (at most
+the last poll is read again; marking pending is idempotent).
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import signal
 import time
 from types import FrameType
 
+import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from prometheus_client import start_http_server
 
 from cdcsync.consumer import Consumer, replication_connection
@@ -22,6 +26,7 @@ from cdcsync.consumer import Consumer, replication_connection
 log = logging.getLogger("cdcsync")
 
 GAUGES_EVERY = 5.0
+RECONNECT_MAX_SECONDS = 30.0  # cap of the backoff between reconnection attempts
 
 
 class Command(BaseCommand):
@@ -38,6 +43,24 @@ class Command(BaseCommand):
         port = opts["metrics_port"] if opts["metrics_port"] is not None else settings.CDC_METRICS_PORT
         if port:
             start_http_server(int(port))  # type: ignore[arg-type]
+        self.delay = 1.0
+        while not self.stopping:
+            try:
+                self._consume()
+            except (psycopg.OperationalError, OperationalError, InterfaceError) as exc:
+                # PostgreSQL restarted or unreachable: nothing is lost (the slot only advanced past
+                # committed work), so reconnect and carry on from the slot's confirmed position.
+                connection.close()
+                if self.stopping:
+                    break
+                log.error("database connection lost (%s: %s); reconnecting in %.0fs",
+                          exc.__class__.__name__, str(exc).strip()[:200], self.delay)
+                self._pause(self.delay)
+                self.delay = min(self.delay * 2, RECONNECT_MAX_SECONDS)
+        log.info("cdc_consume stopped")
+
+    def _consume(self) -> None:
+        """One database session: claim the slot, set it up, poll until stopped (or the connection breaks)."""
         with replication_connection() as conn:
             consumer = Consumer(conn)
             while not consumer.claim():
@@ -46,6 +69,7 @@ class Command(BaseCommand):
                 log.info("another cdc_consume holds slot %s; standing by", consumer.slot)
                 self._pause(10)
             consumer.setup()
+            self.delay = 1.0  # connected and set up: the next loss starts the backoff again
             last_gauges = 0.0
             while not self.stopping:
                 rows = consumer.poll_once()
@@ -55,7 +79,6 @@ class Command(BaseCommand):
                     consumer.export_gauges()
                 if rows == 0:
                     self._pause(settings.CDC_POLL_SECONDS)
-        log.info("cdc_consume stopped")
 
     def _pause(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
