@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from canary.models import PropertyMapping, PushBatch, SyncState
+from catalog.admin import ReadOnlyAdminMixin
 from cdcsync.pending import mark_now
 
 
@@ -39,15 +40,8 @@ class PropertyMappingAdmin(admin.ModelAdmin):
         messages.info(request, f"{len(ids)} metric(s) carrying {key!r} will be re-synced to Canary.")
 
 
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+class ReadOnly(ReadOnlyAdminMixin, admin.ModelAdmin):
+    pass
 
 
 @admin.register(PushBatch)

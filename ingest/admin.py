@@ -6,11 +6,12 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from catalog.admin import ReadOnlyAdminMixin
 from ingest.models import BirthFrame
 
 
 @admin.register(BirthFrame)
-class BirthFrameAdmin(admin.ModelAdmin):
+class BirthFrameAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "received_at", "topic", "size", "status", "short_reason", "counts", "apply_seconds")
     list_filter = ("status",)
     search_fields = ("topic",)
@@ -30,12 +31,3 @@ class BirthFrameAdmin(admin.ModelAdmin):
     @admin.display(description="reason")
     def short_reason(self, obj: BirthFrame) -> str:
         return obj.reason if len(obj.reason) <= 120 else obj.reason[:117] + "…"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
