@@ -253,9 +253,7 @@ class BirthApplier:
 
     def _load_known(self) -> None:
         self.known: dict[str, Known] = {}
-        # Keyed by hash(path): a million-metric birth must not keep a million paths alive. A 64-bit
-        # hash clash is ~1e-8 likely at that size and would only reject a metric (with a reason).
-        self.path_owner: dict[int, str] = {}
+        self.paths = uns.PathCollisions()
         self.by_alias: dict[int, Known] = {}
         with psycopg.Cursor(self.conn) as cur:
             cur.execute(
@@ -264,7 +262,7 @@ class BirthApplier:
             for mid, name, path, datatype, alias, fp, retired in cur:
                 known = Known(mid, name, path, datatype, alias, bytes(fp), retired)
                 self.known[name] = known
-                self.path_owner[hash(path)] = name
+                self.paths.add(name, path)
                 if alias is not None:
                     self.by_alias[alias] = known
         self.seen_ids: set[int] = set()
@@ -334,12 +332,10 @@ class BirthApplier:
 
     def _claim_path(self, incoming: Incoming) -> bool:
         path = uns.metric_path(self.device_path, incoming.name)
-        key = hash(path)
-        owner = self.path_owner.get(key)
-        if owner is not None and owner != incoming.name:
-            self._reject(incoming.raw, incoming.name, f"path {path!r} already used by {owner!r}")
+        collision = self.paths.add(incoming.name, path)
+        if collision is not None:
+            self._reject(incoming.raw, incoming.name, f"path {path!r} already used by {collision.existing_name!r}")
             return False
-        self.path_owner[key] = incoming.name
         incoming.uns_path = path
         return True
 
@@ -419,7 +415,7 @@ class BirthApplier:
             old_name, old_path = known.name, known.uns_path
             self._rename(known, inc)
             self.counts["renamed"] += 1
-            self.path_owner.pop(hash(old_path), None)
+            self.paths.release(old_path)
             log.info("metric %s renamed %r -> %r (alias %s)", known.id, old_name, inc.name, inc.raw.alias)
         if fresh:
             self._insert_new(fresh)

@@ -220,28 +220,36 @@ class Collision:
 class PathCollisions:
     """First-come owner of each path within one device; later different names collide.
 
+    Keyed by ``hash(path)``: applying a million-metric birth must not keep a million path
+    strings alive. A 64-bit clash is ~1e-8 likely at that size and would only reject a metric
+    with a reason; the database's unique index stays the real guard.
+
     >>> pc = PathCollisions()
     >>> pc.add("a.b", "D/a_b") is None, pc.add("a b", "D/a_b").existing_name
     (True, 'a.b')
     """
 
     def __init__(self, owners: Iterable[tuple[str, str]] = ()) -> None:
-        self._owner: dict[str, str] = {}
+        self._owner: dict[int, str] = {}
         self.collisions: list[Collision] = []
         for name, path in owners:  # e.g. paths already in the catalog for this device
-            self._owner.setdefault(path, name)
+            self._owner.setdefault(hash(path), name)
 
     def add(self, name: str, path: str) -> Collision | None:
         """Claim ``path`` for ``name``; the Collision if another name owns it (same name: fine)."""
-        owner = self._owner.setdefault(path, name)
+        owner = self._owner.setdefault(hash(path), name)
         if owner == name:
             return None
         collision = Collision(name=name, path=path, existing_name=owner)
         self.collisions.append(collision)
         return collision
 
+    def release(self, path: str) -> None:
+        """``path`` is free again (its metric was renamed away from it)."""
+        self._owner.pop(hash(path), None)
+
     def owner(self, path: str) -> str | None:
-        return self._owner.get(path)
+        return self._owner.get(hash(path))
 
 
 def find_collisions(pairs: Iterable[tuple[str, str]]) -> list[Collision]:

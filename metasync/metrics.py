@@ -161,6 +161,8 @@ class AppStateCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         from django.db import DatabaseError, connection, transaction
 
+        from cdcsync.status import pending_status
+
         received, batches, inflight, families = None, None, None, list(self._families())
         try:
             with transaction.atomic(), connection.cursor() as cur:
@@ -168,11 +170,8 @@ class AppStateCollector(Collector):
                 cur.execute("SELECT count(*), coalesce(extract(epoch FROM now() - min(received_at)), 0)"
                             " FROM uns_meta.birth_frames WHERE status = 'received'")
                 received = cur.fetchone()
-                cur.execute("SELECT status, count(*) FROM uns_meta.canary_push_batches"
-                            " WHERE status IN ('queued', 'sending') GROUP BY status")
-                batches = dict(cur.fetchall())
-                cur.execute("SELECT count(*) FROM uns_meta.canary_inflight")
-                (inflight,) = cur.fetchone()
+                backlog = pending_status()  # the figures cdc_status and the watchdogs use
+                batches, inflight = backlog["batches"], backlog["inflight"]
         except DatabaseError as exc:
             log.warning("metrics: pipeline state not readable (%s)", exc.__class__.__name__)
         ok = received is not None
