@@ -89,6 +89,13 @@ class CanaryClient:
             return False
         return True
 
+    def keep_alive_if_idle(self) -> bool:
+        """keepAlive only when no call used the session for CANARY_KEEPALIVE_SECONDS."""
+        used = self.redis.get(SESSION_USED_KEY)
+        if used and time.time() - float(used) < settings.CANARY_KEEPALIVE_SECONDS:
+            return False
+        return self.keep_alive()
+
     def revoke(self) -> None:
         token = self._cached_token()
         if token is not None:

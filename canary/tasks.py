@@ -43,17 +43,9 @@ def redrive_batches() -> int:
 @shared_task(acks_late=True, ignore_result=True)
 def keepalive() -> bool:
     """keepAlive the shared session when it has been idle (sessions expire after a minute)."""
-    import time
+    from canary.client import CanaryClient
 
-    from django.conf import settings
-
-    from canary.client import SESSION_USED_KEY, CanaryClient
-
-    client = CanaryClient()
-    used = client.redis.get(SESSION_USED_KEY)
-    if used and time.time() - float(used) < settings.CANARY_KEEPALIVE_SECONDS:
-        return False
-    return client.keep_alive()
+    return CanaryClient().keep_alive_if_idle()
 
 
 @signals.worker_shutdown.connect

@@ -139,3 +139,13 @@ def test_revoke_ends_the_session(canary, canary_redis):
     client.revoke()
     assert canary_redis.get(SESSION_KEY) is None
     assert canary.stats()["sessions_revoked"] == 1
+
+
+def test_keepalive_only_when_the_session_is_idle(canary, settings):
+    """TC-22: beat's keepAlive skips a session that was just used and refreshes an idle one."""
+    client = CanaryClient()
+    client.store_properties(rows())
+    assert client.keep_alive_if_idle() is False
+    settings.CANARY_KEEPALIVE_SECONDS = 0
+    assert client.keep_alive_if_idle() is True
+    assert canary.stats()["requests_by_method"]["keepAlive"] == 1
