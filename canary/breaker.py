@@ -3,9 +3,10 @@
 pybreaker opens after ``CANARY_BREAKER_FAIL_MAX`` consecutive failures and holds
 ``CANARY_BREAKER_RESET_SECONDS`` before one half-open probe. The second rule of
 SYSTEM.md §8 (≥ 2 % 5xx over one minute) is counted here in per-minute Redis
-counters and opens the same breaker. Contract errors (``Errors``) are answers,
-not failures: they do not count. pybreaker holds a lock during a call, so each
-process/thread gets its own breaker object over the shared storage.
+counters (the current and the previous minute are read) and opens the same
+breaker. Contract errors (``Errors``) are answers, not failures: they do not count.
+pybreaker holds a lock during a call, so each process/thread gets its own breaker
+object over the shared storage.
 """
 
 from __future__ import annotations
@@ -63,24 +64,31 @@ def circuit_open() -> bool:
     return opened is None or (time.time() - opened.timestamp()) < settings.CANARY_BREAKER_RESET_SECONDS
 
 
-def record_response(server_error: bool) -> None:
-    """Count a response for the 5xx-ratio rule; open the breaker when the last minute crosses it."""
+def _minute_key(minute: int) -> str:
+    return f"{NAMESPACE}:m:{minute}"
+
+
+def count_call(pipe: redis.client.Pipeline) -> None:
+    """Queue the count of one Canary call in this minute (the 5xx-ratio rule's denominator);
+    the client sends it with the call's admission, in one round trip."""
+    key = _minute_key(int(time.time() // 60))
+    pipe.hincrby(key, "total", 1)
+    pipe.expire(key, 180)
+
+
+def record_server_error() -> None:
+    """Count a 5xx (or timeout, or lost connection); open the breaker when the last two minutes
+    cross CANARY_BREAKER_5XX_RATIO over at least CANARY_BREAKER_MIN_REQUESTS calls."""
     r = redis_client()
     minute = int(time.time() // 60)
-    key = f"{NAMESPACE}:m:{minute}"
-    pipe = r.pipeline()
-    pipe.hincrby(key, "total", 1)
-    if server_error:
-        pipe.hincrby(key, "5xx", 1)
-    pipe.expire(key, 180)
-    pipe.execute()
-    if not server_error:
-        return
-    total = errors = 0
-    for k in (f"{NAMESPACE}:m:{minute}", f"{NAMESPACE}:m:{minute - 1}"):
-        counts = r.hgetall(k)
-        total += int(counts.get(b"total", 0))
-        errors += int(counts.get(b"5xx", 0))
+    pipe = r.pipeline(transaction=False)
+    pipe.hincrby(_minute_key(minute), "5xx", 1)
+    pipe.expire(_minute_key(minute), 180)
+    pipe.hgetall(_minute_key(minute))
+    pipe.hgetall(_minute_key(minute - 1))
+    *_, now, before = pipe.execute()
+    total = int(now.get(b"total", 0)) + int(before.get(b"total", 0))
+    errors = int(now.get(b"5xx", 0)) + int(before.get(b"5xx", 0))
     if total >= settings.CANARY_BREAKER_MIN_REQUESTS and errors / total >= settings.CANARY_BREAKER_5XX_RATIO:
         cb = breaker()
         if cb.current_state == pybreaker.STATE_CLOSED:

@@ -8,8 +8,12 @@
   backoff with jitter (0.2 s doubling to 6.4 s), never past ``CANARY_OPERATION_DEADLINE_SECONDS``.
 - ``Errors`` and other 4xx are Canary saying no: raised as :class:`CanaryRejected`
   with Canary's own messages, never retried blindly.
-- Every HTTP call first takes a slot from the global token bucket and goes through
-  the shared circuit breaker.
+- Every HTTP call is first admitted in one Redis round trip (:meth:`CanaryClient._admit`):
+  a slot from the global token bucket, the call counted for the breaker's 5xx ratio, the
+  session marked as used, the shared session token read. Then it goes through the shared
+  circuit breaker.
+- Proxies and a CA bundle from the environment (``HTTPS_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``)
+  are read once per client: requests would otherwise re-read the whole environment on every call.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import requests
 from django.conf import settings
 
 from canary import metrics
-from canary.breaker import breaker, record_response, redis_client
+from canary.breaker import breaker, count_call, record_server_error, redis_client
 from canary.errors import CanaryError, CanaryRejected, CanaryUnavailable
 from canary.ratelimit import RateLimiter
 from metasync.logging import register_secret
@@ -37,6 +41,8 @@ _JSON = {"Content-Type": "application/json"}
 SESSION_KEY = "metasync:canary:session"
 SESSION_USED_KEY = "metasync:canary:session:used"
 LOGIN_LOCK = "metasync:canary:login"
+SLOT_TOLERANCE_SECONDS = 0.05  # see CanaryClient._post
+LATE_RESERVATIONS_MAX = 5  # then the call goes anyway (a machine this overloaded has other problems)
 
 
 class _Transient(Exception):
@@ -46,7 +52,9 @@ class _Transient(Exception):
 
 
 class _BadSession(Exception):
-    pass
+    def __init__(self, token: str) -> None:
+        super().__init__("BadSessionToken")
+        self.token = token
 
 
 class CanaryClient:
@@ -63,6 +71,10 @@ class CanaryClient:
         self.http = http or requests.Session()
         verify = settings.CANARY_VERIFY
         self.http.verify = {"true": True, "false": False}.get(verify.lower(), verify)
+        if self.http.trust_env:  # the environment (proxies, REQUESTS_CA_BUNDLE) read once, not on every call
+            merged = self.http.merge_environment_settings(self.base_url, {}, None, self.http.verify, None)
+            self.http.proxies, self.http.verify = merged["proxies"], merged["verify"]
+            self.http.trust_env = False
         self.redis = store or redis_client()
         self.sleep = sleep
         self.limiter = RateLimiter(self.redis, settings.CANARY_RATE_LIMIT_RPS, sleep=sleep)
@@ -78,12 +90,12 @@ class CanaryClient:
             self._operation("storeData", lambda token: {"sessionToken": token, "properties": properties})
 
     def keep_alive(self) -> bool:
-        """keepAlive the shared session if it has been idle; False when there is none."""
+        """keepAlive the shared session; False when there is none (or it had expired)."""
         token = self._cached_token()
         if token is None:
             return False
         try:
-            self._call("keepAlive", {"sessionToken": token})
+            self._call("keepAlive", lambda _admitted: {"sessionToken": token})
         except _BadSession:
             self._drop_token(token)
             return False
@@ -101,7 +113,7 @@ class CanaryClient:
         if token is not None:
             self._drop_token(token)
             try:
-                self._call("revokeSessionToken", {"sessionToken": token})
+                self._call("revokeSessionToken", lambda _admitted: {"sessionToken": token})
             except (CanaryError, _Transient, _BadSession, pybreaker.CircuitBreakerError):
                 log.info("revokeSessionToken failed; the session will expire on its own")
 
@@ -114,15 +126,15 @@ class CanaryClient:
 
     # --- machinery -----------------------------------------------------------------------
     def _operation(self, method: str, make_body: Callable[[str], dict | str]) -> dict:
+        """``method`` on the shared session (``make_body(token)``), retried as the module says."""
         deadline = time.monotonic() + settings.CANARY_OPERATION_DEADLINE_SECONDS
         backoff = settings.CANARY_BACKOFF_SECONDS
         last = "no attempt"
         for attempt in range(1, settings.CANARY_ATTEMPTS + 1):
             try:
-                token = self._session_token()
-                return self._call(method, make_body(token))
-            except _BadSession:
-                self._drop_token(token)
+                return self._call(method, make_body, session=True)
+            except _BadSession as exc:
+                self._drop_token(exc.token)
                 last = "BadSessionToken"
             except _Transient as exc:
                 last = str(exc)
@@ -139,26 +151,66 @@ class CanaryClient:
             backoff *= 2
         raise CanaryUnavailable(f"{method} failed after {attempt} attempt(s): {last}")
 
-    def _call(self, method: str, body: dict | str) -> dict:
-        """One HTTP call through the rate limit and the breaker; classifies the answer."""
-        waited = self.limiter.acquire()
+    def _admit(self) -> tuple[str | None, float]:
+        """Before every HTTP call, in one Redis round trip: take a slot from the global bucket
+        (then sleep until it comes), count the call for the breaker's 5xx ratio, mark the
+        session used (keepAlive only runs when idle) and read the shared session token.
+        Returns the token and the monotonic time after which the slot is gone (see _post)."""
+        answers = self._admission()
+        slot = time.monotonic() + float(answers[0])
+        waited = self.limiter.wait(answers[0])
         if waited:
             metrics.RATE_WAITS.inc()
             metrics.RATE_WAIT.inc(waited)
-        answer = breaker().call(self._post, f"{self.base_url}/{method}", body)
+        token = answers[-1]
+        return (token.decode() if token else None), slot + SLOT_TOLERANCE_SECONDS
+
+    def _admission(self) -> list:
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            self.limiter.reserve(pipe)
+            count_call(pipe)
+            pipe.set(SESSION_USED_KEY, time.time())
+            pipe.get(SESSION_KEY)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:  # Redis restarted and forgot the bucket script
+                if attempt == 2:
+                    raise
+                self.limiter.load()
+        raise AssertionError("unreachable")
+
+    def _call(self, method: str, make_body: Callable[[str | None], dict | str], *, session: bool = False) -> dict:
+        """One admitted HTTP call through the breaker; classifies the answer. ``make_body`` gets
+        the shared session token (``session=True``: logging in first when there is none)."""
+        token, slot_ends = self._admit()
+        if session:
+            if token is None:
+                token = self._session_token()
+            register_secret(token)  # a session another worker opened: redacted here too
+        answer = breaker().call(self._post, f"{self.base_url}/{method}", make_body(token), slot_ends)
         status = answer.get("statusCode")
         if status == "Good":
             metrics.REQUESTS.labels(method, "good").inc()
-            self.redis.set(SESSION_USED_KEY, time.time())
             return answer
         if status == "BadSessionToken":
             metrics.REQUESTS.labels(method, "bad_session").inc()
-            raise _BadSession()
+            raise _BadSession(token or "")
         metrics.REQUESTS.labels(method, "errors").inc()
         raise CanaryRejected([str(e) for e in answer.get("errors") or [f"statusCode {status!r}"]])
 
-    def _post(self, url: str, body: dict | str) -> dict:
-        """The HTTP exchange; a raise here counts as a failure for the breaker."""
+    def _post(self, url: str, body: dict | str, slot_ends: float | None = None) -> dict:
+        """The HTTP exchange; a raise here counts as a failure for the breaker.
+
+        A rate-limited call must leave within ``SLOT_TOLERANCE_SECONDS`` of its slot: one that
+        is later (its process was not scheduled, its thread waited for the GIL or for Redis)
+        would land among the callers of later slots and crowd a second beyond the budget, so it
+        takes a new slot first."""
+        for _ in range(LATE_RESERVATIONS_MAX):
+            if slot_ends is None or time.monotonic() <= slot_ends:
+                break
+            metrics.RATE_LATE.inc()
+            _, slot_ends = self._admit()
         method = url.rsplit("/", 1)[-1]
         started = time.monotonic()
         try:
@@ -169,16 +221,17 @@ class CanaryClient:
                 response = self.http.post(url, json=body, timeout=settings.CANARY_TIMEOUT_SECONDS)
         except requests.Timeout:
             metrics.REQUESTS.labels(method, "timeout").inc()
-            record_response(server_error=True)
+            record_server_error()
             raise _Transient(f"timeout after {settings.CANARY_TIMEOUT_SECONDS}s") from None
         except requests.ConnectionError as exc:
             metrics.REQUESTS.labels(method, "connection_error").inc()
-            record_response(server_error=True)
+            record_server_error()
             raise _Transient(f"connection error: {exc.__class__.__name__}") from None
         finally:
             metrics.LATENCY.labels(method).observe(time.monotonic() - started)
         code = response.status_code
-        record_response(server_error=code >= 500)
+        if code >= 500:
+            record_server_error()
         if code >= 500 or code == 429:
             metrics.REQUESTS.labels(method, f"http_{code}").inc()
             raise _Transient(f"HTTP {code}", server_error=code >= 500)
@@ -216,7 +269,7 @@ class CanaryClient:
             self.sleep(0.05)
 
     def _login(self) -> str:
-        answer = self._call("getSessionToken", {
+        answer = self._call("getSessionToken", lambda _none: {
             "apiToken": self.api_token,
             "historians": settings.CANARY_HISTORIANS,
             "clientId": settings.CANARY_CLIENT_ID,

@@ -8,6 +8,8 @@ LATENCY = Histogram("metasync_canary_request_seconds", "Canary call latency", ["
                     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 RETRIES = Counter("metasync_canary_retries_total", "Canary call retries after a transient failure")
 RATE_WAIT = Counter("metasync_canary_rate_limit_wait_seconds_total", "Seconds spent waiting for the global budget")
+RATE_LATE = Counter("metasync_canary_rate_limit_late_total",
+                    "Calls that woke too late for their reserved slot and took a new one")
 RATE_WAITS = Counter("metasync_canary_rate_limit_waits_total", "Calls that had to wait for the global budget")
 # Celery workers aggregate their pool processes (metasync/metrics.py): the latest value set wins.
 CIRCUIT = Gauge("metasync_canary_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",

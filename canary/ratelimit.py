@@ -49,9 +49,23 @@ class RateLimiter:
         self.sleep = sleep
         self._script = client.register_script(_RESERVE)
 
+    def reserve(self, pipe: redis.client.Pipeline) -> None:
+        """Queue the reservation in ``pipe`` (one round trip with the caller's other commands);
+        pass its answer to :meth:`wait`. A pipeline of redis-py checks ``SCRIPT EXISTS`` on
+        every execute when given a script object, so the script is called by its digest; after
+        a Redis restart the caller gets ``NoScriptError`` once and calls :meth:`load`."""
+        pipe.evalsha(self._script.sha, 1, self.key, self.rate, self.burst)
+
+    def load(self) -> None:
+        self._script.registered_client.script_load(self._script.script)
+
+    def wait(self, answer: bytes | str | float) -> float:
+        """Sleep until the reserved slot comes; returns the seconds waited."""
+        seconds = float(answer)
+        if seconds > 0:
+            self.sleep(seconds)
+        return seconds
+
     def acquire(self) -> float:
         """Take one call's slot, sleeping until it comes; returns the seconds waited."""
-        wait = float(self._script(keys=[self.key], args=[self.rate, self.burst]))
-        if wait > 0:
-            self.sleep(wait)
-        return wait
+        return self.wait(self._script(keys=[self.key], args=[self.rate, self.burst]))

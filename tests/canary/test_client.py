@@ -149,3 +149,30 @@ def test_keepalive_only_when_the_session_is_idle(canary, settings):
     settings.CANARY_KEEPALIVE_SECONDS = 0
     assert client.keep_alive_if_idle() is True
     assert canary.stats()["requests_by_method"]["keepAlive"] == 1
+
+
+def test_a_call_that_wakes_too_late_for_its_slot_takes_a_new_one(canary, settings):
+    """TC-21: a caller that wakes more than 50 ms after its reserved slot (descheduled, waiting for
+    the GIL) would land among the callers of later slots and crowd their second past the budget:
+    it reserves a new slot instead of sending late."""
+    import time
+
+    from prometheus_client import REGISTRY
+
+    def late_calls() -> float:
+        return REGISTRY.get_sample_value("metasync_canary_rate_limit_late_total") or 0.0
+
+    settings.CANARY_RATE_LIMIT_RPS = 10  # 8.5 slots/s, burst 1: from the second call on, calls wait
+    oversleep: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        time.sleep(seconds + (oversleep.pop() if oversleep else 0.0))
+
+    client = CanaryClient(sleep=sleep)
+    client.store_properties(rows())  # the session first
+    before = late_calls()
+    oversleep.append(0.15)
+    client.store_properties(rows("K"))  # wakes 150 ms late: a new slot, then on time
+    assert late_calls() == before + 1 and oversleep == []
+    assert canary.stats()["requests_by_method"] == {"getSessionToken": 1, "storeData": 2}
+    assert canary.properties("Secil.Portugal.Cement.Kiln.Temp") == {"Eng Units": "K"}
