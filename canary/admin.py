@@ -58,8 +58,11 @@ class PushBatchAdmin(ReadOnly):
 
     @admin.display(description="storeData properties")
     def pretty_body(self, obj: PushBatch) -> str:
-        return format_html("<pre style='white-space:pre-wrap'>{}</pre>",
-                           json.dumps(obj.body, ensure_ascii=False, indent=1)[:50000])
+        try:
+            text = json.dumps(json.loads(obj.body), ensure_ascii=False, indent=1)
+        except ValueError:  # shown as stored
+            text = obj.body
+        return format_html("<pre style='white-space:pre-wrap'>{}</pre>", text[:50000])
 
 
 @admin.register(SyncState)

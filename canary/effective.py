@@ -10,8 +10,11 @@ DateTime as ISO 8601 UTC text, everything else as the number/bool/string it is.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import psycopg
 from django.db import connection
 
 from catalog import propvalues
@@ -42,35 +45,57 @@ def canary_value(sparkplug_type: int, value: object) -> object:
         return propvalues.ms_to_datetime(value).isoformat().replace("+00:00", "Z")  # type: ignore[arg-type]
     if sparkplug_type in (DataType.PropertySet, DataType.PropertySetList):
         return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON has no NaN/Infinity (Canary would refuse the whole request), and NaN != NaN would
+        # make every flush see a change: sent as the text storage uses too ('nan', 'inf', '-inf').
+        return repr(value)
     return value
+
+
+# Storage types whose column value is already what Canary receives (no conversion), and their
+# column's index; a double still needs its non-finite values made text (see canary_value).
+_PLAIN = {kind: propvalues.VALUE_COLUMNS.index(f"{kind}_value") for kind in ("int", "double", "boolean", "string")}
+_DOUBLE = _PLAIN["double"]
+
+
+def id_array(ids: Iterable[int]) -> str:
+    """Ids as one PostgreSQL array literal, for ``= ANY(%s::bigint[])`` on a server-binding cursor:
+    psycopg would otherwise adapt a list element by element in Python (thousands per query here)."""
+    return "{" + ",".join(map(str, ids)) + "}"
 
 
 def effective_targets(metric_ids: list[int], mapping: dict[str, str | None] | None = None) -> dict[int, Target]:
     """Targets of the given metrics (metrics that no longer exist are simply absent)."""
     mapping = load_mapping() if mapping is None else mapping
     targets: dict[int, Target] = {}
-    with connection.cursor() as cur:
-        cur.execute("SELECT id, canary_id, retired_at IS NOT NULL FROM uns_meta.metrics WHERE id = ANY(%s)",
-                    [metric_ids])
+    ids = id_array(metric_ids)
+    with psycopg.Cursor(connection.connection) as cur:  # server-side binding: the ids travel once, as they are
+        cur.execute("SELECT id, canary_id, retired_at IS NOT NULL FROM uns_meta.metrics WHERE id = ANY(%s::bigint[])",
+                    [ids])
         for mid, canary_id, retired in cur.fetchall():
             targets[mid] = Target(mid, canary_id, retired)
-        effective: dict[int, dict[str, tuple[int, object]]] = {mid: {} for mid in targets}
         for table in ("metric_properties", "property_overrides"):  # overrides second: they win
             cur.execute(
                 f"SELECT metric_id, key, {'sparkplug_type' if table == 'metric_properties' else 'NULL'},"
-                f" type, is_null, {_COLUMNS} FROM uns_meta.{table} WHERE metric_id = ANY(%s)", [metric_ids])
+                f" type::text, is_null, {_COLUMNS} FROM uns_meta.{table} WHERE metric_id = ANY(%s::bigint[])", [ids])
             for mid, key, sptype, kind, is_null, *cols in cur.fetchall():
-                if mid not in effective:
+                target = targets.get(mid)
+                if target is None:
                     continue
-                if sptype is None:  # an override: its type is the storage type
-                    sptype = _OVERRIDE_TYPE[kind]
-                effective[mid][key] = propvalues.from_row(sptype, kind, is_null, tuple(cols))
-    for mid, props in effective.items():
-        out = targets[mid].properties
-        for key, (sptype, value) in props.items():
-            name = mapping.get(key, key)
-            if name is not None:
-                out[name] = canary_value(sptype, value)
+                name = mapping.get(key, key)
+                if name is None:  # excluded
+                    continue
+                slot = _PLAIN.get(kind)
+                if is_null:
+                    value = None
+                elif slot is not None:  # the common case: the column is the value
+                    value = cols[slot]
+                    if slot == _DOUBLE and not math.isfinite(value):
+                        value = repr(value)
+                else:
+                    value = canary_value(*propvalues.from_row(sptype or _OVERRIDE_TYPE[kind], kind, False,
+                                                              tuple(cols)))
+                target.properties[name] = value
     return targets
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task, signals
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from canary import sync
+from canary import push, sync
 from canary.errors import CanaryUnavailable
 from metasync.logging import bind
 
@@ -16,17 +17,21 @@ log = logging.getLogger(__name__)
 
 @shared_task(acks_late=True, ignore_result=True,
              autoretry_for=(OperationalError, InterfaceError), retry_backoff=True, retry_jitter=True, max_retries=10)
-def push_batch(batch_id: int) -> str:
-    """Send push batch ``batch_id`` to Canary (idempotent: a re-send of the same rows is harmless).
+def push_batches(batch_ids: list[int]) -> dict[str, int]:
+    """Send push batches ``batch_ids`` to Canary (idempotent: a re-send of the same rows is harmless).
 
-    Fails visibly (Flower) when Canary stays unavailable; its metrics are then pending again.
+    Fails visibly (Flower) when Canary stays unavailable for some of them; their metrics are
+    then pending again and the next flush re-drives them.
     """
-    with bind(cid=f"batch-{batch_id}", batch_id=batch_id):
-        try:
-            return sync.push(batch_id)
-        except CanaryUnavailable as exc:
-            log.error("batch %s failed: %s (its metrics are pending again)", batch_id, exc)
-            raise
+    first, last = min(batch_ids), max(batch_ids)
+    with bind(cid=f"batch-{first}" if first == last else f"batches-{first}-{last}"):
+        outcome = push.push_batches(batch_ids)
+        if outcome.failed:
+            log.error("%d of %d batch(es) failed (their metrics are pending again): %s", len(outcome.failed),
+                      len(batch_ids), outcome.errors[0], extra={"failed_batch_ids": outcome.failed})
+            raise CanaryUnavailable(f"{len(outcome.failed)} batch(es) failed: {outcome.errors[0]}")
+        return {"acked": len(outcome.acked), "rejected": len(outcome.rejected), "requeued": len(outcome.requeued),
+                "skipped": outcome.skipped}
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -37,7 +42,12 @@ def flush_due() -> dict[str, int]:
 
 @shared_task(acks_late=True, ignore_result=True)
 def redrive_batches() -> int:
-    return sync.redrive()
+    return push.redrive()
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def prune_batches() -> int:
+    return push.prune(settings.CANARY_BATCH_RETENTION_DAYS)
 
 
 @shared_task(acks_late=True, ignore_result=True)

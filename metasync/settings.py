@@ -153,7 +153,7 @@ CELERY_TASK_ROUTES = {
     "ingest.tasks.prune_ledger": {"queue": "default"},
     "ingest.tasks.*": {"queue": "births"},
     "cdcsync.tasks.*": {"queue": "default"},
-    "canary.tasks.push_batch": {"queue": "canary"},
+    "canary.tasks.push_batches": {"queue": "canary"},
     "canary.tasks.keepalive": {"queue": "canary"},
     "canary.tasks.*": {"queue": "default"},
 }
@@ -191,6 +191,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "ingest.tasks.prune_ledger",
         "schedule": 3600.0,
         "options": {"queue": "default"},
+    },
+    "prune-push-batches": {
+        "task": "canary.tasks.prune_batches",
+        "schedule": 3600.0,
+        "options": {"queue": "default", "expires": 600},
     },
 }
 
@@ -256,8 +261,12 @@ CANARY_BREAKER_5XX_RATIO = env.number("CANARY_BREAKER_5XX_RATIO", 0.02, minimum=
 CANARY_BREAKER_MIN_REQUESTS = env.integer("CANARY_BREAKER_MIN_REQUESTS", 100, minimum=1)
 CANARY_KEEPALIVE_SECONDS = env.number("CANARY_KEEPALIVE_SECONDS", 20, minimum=1)
 CANARY_REJECTED_RETRY_SECONDS = env.number("CANARY_REJECTED_RETRY_SECONDS", 300, minimum=1)
+CANARY_PUSH_TASK_BATCHES = env.integer("CANARY_PUSH_TASK_BATCHES", 50, minimum=1)
+CANARY_PUSH_THREADS = env.integer("CANARY_PUSH_THREADS", 8, minimum=1)
+CANARY_BATCH_RETENTION_DAYS = env.number("CANARY_BATCH_RETENTION_DAYS", 14, minimum=0.01)
 SYNC_FLUSH_BATCH_METRICS = env.integer("SYNC_FLUSH_BATCH_METRICS", 2000, minimum=1)
 SYNC_FLUSH_MAX_SECONDS = env.number("SYNC_FLUSH_MAX_SECONDS", 20, minimum=1)
+SYNC_FLUSH_THREADS = env.integer("SYNC_FLUSH_THREADS", 2, minimum=1)
 
 # --- watchdogs (beat, every minute): the alert conditions checked in-process, published on MQTT ----
 WATCHDOG_TOPIC = env.string("WATCHDOG_TOPIC", f"metasync/watchdog/{METASYNC_NODE}")

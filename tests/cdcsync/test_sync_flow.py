@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -9,7 +10,7 @@ import pytest
 from django.db import connection
 
 from births import PRODUCTION_PROPS, birth, prod, receive, topic
-from canary import sync
+from canary import push, sync
 from canary.client import CanaryClient
 from canary.effective import effective_targets
 from catalog.admin import record_steward_edit
@@ -38,7 +39,7 @@ def consumer(settings):
 def pushed(monkeypatch):
     """Batches the flush created, pushed synchronously here instead of through Celery."""
     created: list[int] = []
-    monkeypatch.setattr(sync, "_enqueue", created.extend)
+    monkeypatch.setattr(push, "_enqueue", created.extend)
     return created
 
 
@@ -63,7 +64,7 @@ def settle(consumer: Consumer, pushed: list[int], timeout: float = 15) -> list[i
         sync.flush_due()
         while pushed:
             batch = pushed.pop(0)
-            sync.push(batch, client)
+            push.push_batches([batch], client)
             done.append(batch)
         if not pending():
             return done
@@ -74,7 +75,7 @@ def settle(consumer: Consumer, pushed: list[int], timeout: float = 15) -> list[i
 def batch_bodies(ids: list[int]) -> list[dict]:
     from canary.models import PushBatch
 
-    return [PushBatch.objects.get(pk=i).body for i in ids]
+    return [json.loads(PushBatch.objects.get(pk=i).body) for i in ids]
 
 
 def mapped(props: dict) -> dict:

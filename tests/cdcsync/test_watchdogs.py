@@ -49,7 +49,7 @@ def frame(ago: timedelta, status: str = BirthFrame.Status.APPLIED) -> BirthFrame
 
 def batch(status: str, ago: timedelta = timedelta(0)) -> PushBatch:
     when = timezone.now() - ago
-    return PushBatch.objects.create(status=status, tags=1, size=10, body={}, targets={},
+    return PushBatch.objects.create(status=status, tags=1, size=10, body="{}", targets={},
                                     created_at=when, updated_at=when)
 
 

@@ -201,7 +201,7 @@ def run_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator
                 sender.send_task("ingest.tasks.process_birth", args=[frame_id], queue="births")
             wait_for(lambda: set(_frame_status(frame_ids).values()) == {"applied"}, 60, "the births to be applied",
                      context=context)
-            # 2. their metrics pending now -> flush (default queue) -> push_batch (canary queue) -> mock
+            # 2. their metrics pending now -> flush (default queue) -> push_batches (canary queue) -> mock
             metric_ids = list(Metric.objects.filter(device__group_id=group).values_list("id", flat=True))
             mark_now(metric_ids, reason="obs test")
             sender.send_task("canary.tasks.flush_due", queue="default")
@@ -356,11 +356,15 @@ def test_worker_logs_are_json_lines_following_frames_to_the_push(run_worker):
         assert applied[0]["task_name"] == "ingest.tasks.process_birth"
         assert re.fullmatch(r"[0-9a-f-]{36}", applied[0]["task_id"])
         assert "applied" in applied[0]["message"]
-    pushed = [r for r in records if r.get("batch_id") and "acknowledged" in r["message"]]
+    pushed = [r for r in records if r.get("batch_ids") and "acknowledged" in r["message"]]
     assert pushed
     assert sorted({f for r in pushed for f in r["frame_ids"]}) == sorted(run_worker.frame_ids)
-    assert all(r["cid"] == f"batch-{r['batch_id']}" and r["task_name"] == "canary.tasks.push_batch"
-               for r in pushed)
+    for r in pushed:  # the push task's cid spans its batches; the record lists those acknowledged
+        span = re.fullmatch(r"batch-(\d+)|batches-(\d+)-(\d+)", r["cid"])
+        assert span, r
+        low, high = (int(span[1]),) * 2 if span[1] else (int(span[2]), int(span[3]))
+        assert low <= min(r["batch_ids"]) and max(r["batch_ids"]) <= high, r
+        assert r["task_name"] == "canary.tasks.push_batches" and re.fullmatch(r"[0-9a-f-]{36}", r["task_id"])
     # Celery's own task lines carry the task id too
     assert any(r["logger"] == "celery.app.trace" and r.get("task_id") for r in records)
 
