@@ -461,6 +461,10 @@ class CanaryMock:
         self._max_sliding = 0
         self._sliding_violations = 0
 
+    @property
+    def rows_stored(self) -> int:
+        return self._rows_stored
+
     def reset(self) -> None:
         """Forget everything: sessions, tags, history, stats, transcript; faults back to the start-up values."""
         with self._lock:
