@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,5 +82,15 @@ def drop_bench_database(name: str = "metasync_bench") -> None:
     params.pop("cursor_factory", None)
     params["dbname"] = "postgres"
     connection.close()
+    deadline = time.monotonic() + 30
     with psycopg.connect(**params, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        while True:
+            try:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except psycopg.errors.InsufficientPrivilege:
+                # a session of another role (the CDC role's consumer, just stopped) is still
+                # ending: FORCE may only end the owner's own sessions
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
