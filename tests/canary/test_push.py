@@ -1,5 +1,5 @@
-"""Push tasks: many batches per task, sent concurrently, settled in set-based statements
-(TC-19, TC-20, TC-22), against the real mock server, PostgreSQL and Redis."""
+"""Push tasks: many batches per task, sent concurrently, settled in set-based statements, against
+the real mock server, PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def pending_ids(ids: list[int]) -> set[int]:
 
 
 def test_a_push_task_sends_its_batches_concurrently_and_acknowledges_them_together(canary, settings, enqueued):
-    """TC-19 / TC-20: one task, twelve one-tag batches, sent by the thread pool: every batch acked,
+    """TC-20: one task, twelve one-tag batches, sent by the thread pool: every batch acked,
     the sync state equals each metric's target, nothing left in flight, one storeData per batch."""
     settings.CANARY_PUSH_THREADS = 4
     ids, batch_ids = batches_of(12, settings)

@@ -35,8 +35,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--metrics-port", type=int, default=None,
                             help="Prometheus port (default CDC_METRICS_PORT; 0 = off)")
+        parser.add_argument("--setup-only", action="store_true",
+                            help="verify the publication, create the slot if missing, and exit (so that"
+                                 " changes made before the daemon's first start are captured)")
 
     def handle(self, *args: object, **opts: object) -> None:
+        if opts["setup_only"]:
+            with replication_connection() as conn:
+                Consumer(conn).setup()
+            return
         self.stopping = False
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
