@@ -69,6 +69,7 @@ def effective_targets(metric_ids: list[int], mapping: dict[str, str | None] | No
     mapping = load_mapping() if mapping is None else mapping
     targets: dict[int, Target] = {}
     ids = id_array(metric_ids)
+    connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cur:  # server-side binding: the ids travel once, as they are
         cur.execute("SELECT id, canary_id, retired_at IS NOT NULL FROM uns_meta.metrics WHERE id = ANY(%s::bigint[])",
                     [ids])

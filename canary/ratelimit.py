@@ -10,7 +10,8 @@ retrying in a herd, and the budget is not wasted. Time comes from Redis
 In any 1-second window at most ``burst + rate`` calls are granted; with
 ``rate = 0.85 × limit`` and ``burst = 0.05 × limit`` that is 0.9 × limit, the
 rest being headroom for jitter between the grant and the request reaching Canary
-(measured under load: 5 % headroom was not always enough).
+(measured under load: 5 % headroom was not always enough). A caller that would
+leave more than 50 ms after its slot takes a new one (``canary.client``).
 """
 
 from __future__ import annotations
@@ -65,7 +66,3 @@ class RateLimiter:
         if seconds > 0:
             self.sleep(seconds)
         return seconds
-
-    def acquire(self) -> float:
-        """Take one call's slot, sleeping until it comes; returns the seconds waited."""
-        return self.wait(self._script(keys=[self.key], args=[self.rate, self.burst]))

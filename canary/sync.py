@@ -136,6 +136,7 @@ def _claim_due(limit: int) -> list[int]:
 
 
 def _acked_states(ids: list[int]) -> dict[int, tuple[str, dict]]:
+    connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cur:  # server-side binding (see id_array)
         cur.execute("SELECT metric_id, canary_id, properties FROM uns_meta.canary_sync_state"
                     " WHERE metric_id = ANY(%s::bigint[])", [id_array(ids)])

@@ -23,6 +23,8 @@ def push_batches(batch_ids: list[int]) -> dict[str, int]:
     Fails visibly (Flower) when Canary stays unavailable for some of them; their metrics are
     then pending again and the next flush re-drives them.
     """
+    if not batch_ids:
+        return {"acked": 0, "rejected": 0, "requeued": 0, "skipped": 0}
     first, last = min(batch_ids), max(batch_ids)
     with bind(cid=f"batch-{first}" if first == last else f"batches-{first}-{last}"):
         outcome = push.push_batches(batch_ids)

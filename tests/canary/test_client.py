@@ -176,3 +176,12 @@ def test_a_call_that_wakes_too_late_for_its_slot_takes_a_new_one(canary, setting
     assert late_calls() == before + 1 and oversleep == []
     assert canary.stats()["requests_by_method"] == {"getSessionToken": 1, "storeData": 2}
     assert canary.properties("Secil.Portugal.Cement.Kiln.Temp") == {"Eng Units": "K"}
+
+
+def test_the_bucket_script_is_loaded_again_after_redis_forgot_it(canary, canary_redis):
+    """TC-31 (unit): a restarted Redis has no scripts; the admission loads the bucket's again."""
+    client = CanaryClient()
+    client.store_properties(rows())
+    canary_redis.script_flush()
+    client.store_properties(rows("K"))
+    assert canary.properties("Secil.Portugal.Cement.Kiln.Temp") == {"Eng Units": "K"}
