@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 import pytest
 from django.db import connection
@@ -72,14 +73,26 @@ def pending_ids(ids: list[int]) -> set[int]:
         return {r[0] for r in cur.fetchall()}
 
 
-def test_a_push_task_sends_its_batches_concurrently_and_acknowledges_them_together(canary, settings, enqueued):
-    """TC-20: one task, twelve one-tag batches, sent by the thread pool: every batch acked,
-    the sync state equals each metric's target, nothing left in flight, one storeData per batch."""
+def test_a_push_task_sends_its_batches_concurrently_and_acknowledges_them_together(canary, settings, enqueued,
+                                                                                     monkeypatch):
+    """TC-20: one task, twelve one-tag batches, sent by the thread pool (several sender threads,
+    the mock answering after 50 ms): every batch acked, the sync state equals each metric's target,
+    nothing left in flight, one storeData per batch."""
     settings.CANARY_PUSH_THREADS = 4
+    canary.set_faults(latency_ms=50)
     ids, batch_ids = batches_of(12, settings)
     assert len(batch_ids) == 12 and enqueued == [batch_ids]  # one task's worth, enqueued after commit
+    senders: set[str] = set()
+    real_send = push._send
 
+    def send(*args: object) -> tuple[str, str]:
+        senders.add(threading.current_thread().name)
+        return real_send(*args)
+
+    monkeypatch.setattr(push, "_send", send)
     outcome = push.push_batches(batch_ids)
+
+    assert len(senders) > 1 and all(name.startswith("canary-push") for name in senders), senders
 
     assert sorted(outcome.acked) == sorted(batch_ids) and not (outcome.failed or outcome.rejected)
     assert set(PushBatch.objects.filter(id__in=batch_ids).values_list("status", flat=True)) == {"acked"}
