@@ -52,8 +52,8 @@ def canary_value(sparkplug_type: int, value: object) -> object:
     return value
 
 
-# Storage types whose column value is already what Canary receives (no conversion), and their
-# column's index; a double still needs its non-finite values made text (see canary_value).
+# Storage types whose column value is already what Canary receives, and their column's index;
+# a double only needs the non-finite check of canary_value.
 _PLAIN = {kind: propvalues.VALUE_COLUMNS.index(f"{kind}_value") for kind in ("int", "double", "boolean", "string")}
 _DOUBLE = _PLAIN["double"]
 
@@ -89,10 +89,10 @@ def effective_targets(metric_ids: list[int], mapping: dict[str, str | None] | No
                 slot = _PLAIN.get(kind)
                 if is_null:
                     value = None
+                elif slot == _DOUBLE:  # non-finite ones become text (canary_value)
+                    value = canary_value(DataType.Double, cols[slot])
                 elif slot is not None:  # the common case: the column is the value
                     value = cols[slot]
-                    if slot == _DOUBLE and not math.isfinite(value):
-                        value = repr(value)
                 else:
                     value = canary_value(*propvalues.from_row(sptype or _OVERRIDE_TYPE[kind], kind, False,
                                                               tuple(cols)))

@@ -53,7 +53,7 @@ class PushOutcome:
     failed: list[int] = field(default_factory=list)
     requeued: list[int] = field(default_factory=list)  # not sent before the claim's time ran out
     skipped: int = 0  # done already, or another worker holds them
-    errors: list[str] = field(default_factory=list)  # why batches failed (Canary's or ours)
+    reasons: dict[int, str] = field(default_factory=dict)  # rejected/failed batch -> why (Canary's or ours)
 
 
 # --- sending: one thread pool and one client per thread, per process -------------------------
@@ -69,6 +69,8 @@ def _executor() -> ThreadPoolExecutor:
     size = settings.CANARY_PUSH_THREADS
     with _pool_lock:
         if _pool is None or _pool[0] != os.getpid() or _pool[1] != size:
+            if _pool is not None and _pool[0] == os.getpid():
+                _pool[2].shutdown(wait=False)  # the size changed: let the old threads go
             _pool = (os.getpid(), size, ThreadPoolExecutor(max_workers=size, thread_name_prefix="canary-push"))
         return _pool[2]
 
@@ -168,10 +170,12 @@ def _settle(results: dict[str, list[tuple[int, int, str]]], outcome: PushOutcome
         outcome.acked += acknowledge([(b, a) for b, a, _ in results["acked"]])
     for status, delay in (("rejected", settings.CANARY_REJECTED_RETRY_SECONDS), ("failed", FAILED_RETRY_SECONDS)):
         if results[status]:
-            done = give_back(results[status], status, delay=delay)
-            getattr(outcome, status).extend(done)
-            outcome.errors += [why for b, _, why in results[status] if b in done]
+            done = set(give_back(results[status], status, delay=delay))
             for batch_id, _, why in results[status]:
+                if batch_id not in done:  # another worker's claim now: its outcome, not ours
+                    continue
+                getattr(outcome, status).append(batch_id)
+                outcome.reasons[batch_id] = why
                 log_at = log.error if status == "rejected" else log.warning
                 log_at("batch %s %s: %s", batch_id, "rejected by Canary" if status == "rejected" else "failed", why,
                        extra={"batch_id": batch_id})

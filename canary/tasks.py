@@ -29,9 +29,10 @@ def push_batches(batch_ids: list[int]) -> dict[str, int]:
     with bind(cid=f"batch-{first}" if first == last else f"batches-{first}-{last}"):
         outcome = push.push_batches(batch_ids)
         if outcome.failed:
+            why = outcome.reasons[outcome.failed[0]]
             log.error("%d of %d batch(es) failed (their metrics are pending again): %s", len(outcome.failed),
-                      len(batch_ids), outcome.errors[0], extra={"failed_batch_ids": outcome.failed})
-            raise CanaryUnavailable(f"{len(outcome.failed)} batch(es) failed: {outcome.errors[0]}")
+                      len(batch_ids), why, extra={"failed_batch_ids": outcome.failed})
+            raise CanaryUnavailable(f"{len(outcome.failed)} batch(es) failed: {why}")
         return {"acked": len(outcome.acked), "rejected": len(outcome.rejected), "requeued": len(outcome.requeued),
                 "skipped": outcome.skipped}
 

@@ -548,3 +548,23 @@ def test_canary_mock_command_serves_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
     assert secret not in first + rest and "canary mock stopped" in rest
+
+
+def test_the_mock_daemon_keeps_stored_rows_out_of_the_collectors_sight() -> None:
+    """The canary_mock daemon freezes what it stored every FREEZE_EVERY_ROWS rows (full collections
+    over millions of rows doubled its cost per request) and unfreezes after a reset."""
+    import gc
+    from types import SimpleNamespace
+
+    from canary.management.commands.canary_mock import FREEZE_EVERY_ROWS, _keep_gc_cheap
+
+    gc.unfreeze()
+    try:
+        assert _keep_gc_cheap(SimpleNamespace(rows_stored=FREEZE_EVERY_ROWS - 1), 0) == 0
+        assert gc.get_freeze_count() == 0
+        assert _keep_gc_cheap(SimpleNamespace(rows_stored=FREEZE_EVERY_ROWS), 0) == FREEZE_EVERY_ROWS
+        assert gc.get_freeze_count() > 0
+        assert _keep_gc_cheap(SimpleNamespace(rows_stored=10), FREEZE_EVERY_ROWS) == 0  # a reset
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()

@@ -10,12 +10,13 @@ import threading
 import pytest
 from django.db import connection
 
-from births import prod, receive, topic
+from births import birth, prod, receive, topic
 from canary import push, sync
 from canary.effective import effective_targets
 from canary.errors import CanaryUnavailable
 from canary.models import InFlight, PushBatch, SyncState
 from catalog.models import Metric
+from cdcsync.pending import mark_now
 from ingest.sparkplug import DataType as T
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("canary")]
@@ -52,8 +53,6 @@ def batches_of(n: int, settings, tags_per_batch: int = 1) -> tuple[list[int], li
     """A device of ``n`` production-shaped metrics, all due, flushed: (metric ids, batch ids)."""
     settings.CANARY_BATCH_TAGS = tags_per_batch
     ids = device_metrics(receive(topic(), _birth(n)).device_id)
-    from cdcsync.pending import mark_now
-
     mark_now(ids, reason="test")
     claimed, batch_ids = sync.flush_once()
     assert claimed == n
@@ -61,8 +60,6 @@ def batches_of(n: int, settings, tags_per_batch: int = 1) -> tuple[list[int], li
 
 
 def _birth(n: int) -> bytes:
-    from births import birth
-
     return birth(*(prod(f"Area/Tag{i:03d}", alias=i + 1) for i in range(n)))
 
 
@@ -200,8 +197,6 @@ def test_a_non_finite_double_reaches_canary_as_text_and_is_not_resent(canary, se
     flush see a change)."""
     settings.CANARY_BATCH_TAGS = 10
     ids = device_metrics(receive(topic(), _nan_birth()).device_id)
-    from cdcsync.pending import mark_now
-
     mark_now(ids, reason="test")
     _, batch_ids = sync.flush_once()
     assert push.push_batches(batch_ids).acked == batch_ids
@@ -216,8 +211,6 @@ def test_a_non_finite_double_reaches_canary_as_text_and_is_not_resent(canary, se
 
 
 def _nan_birth() -> bytes:
-    from births import birth
-
     return birth(prod("Area/NaN", alias=1, engHigh=(T.Double, math.nan)),
                  prod("Area/Inf", alias=2, engLow=(T.Double, -math.inf)),
                  prod("Area/Fine", alias=3, engHigh=(T.Double, 100.0)))
