@@ -3,15 +3,14 @@
 
 import sys
 
+from django.core.management import execute_from_command_line
+
+from metasync.bootstrap import configure_or_exit
+from metasync.env import ConfigError
+
 
 def main() -> None:
-    from metasync.bootstrap import configure_or_exit
-
     configure_or_exit()
-    from django.core.management import execute_from_command_line
-
-    from metasync.env import ConfigError
-
     try:
         execute_from_command_line(sys.argv)
     except ConfigError as exc:  # a daemon found a setting it needs missing or wrong

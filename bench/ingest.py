@@ -35,10 +35,10 @@ TABLES = ("devices", "metrics", "metric_properties", "metric_versions")
 def apply_child(frame_id: int) -> None:
     """Child mode: apply one frame, print seconds and peak RSS as JSON."""
     setup_django()
-    from catalog.apply import process_birth
+    from ingest.processing import process_frame
 
     started = time.monotonic()
-    outcome = process_birth(frame_id)
+    outcome = process_frame(frame_id)
     print(json.dumps({"seconds": time.monotonic() - started, "status": outcome.status, "counts": outcome.counts,
                       "reason": outcome.reason,
                       "peak_rss_mb": _peak_rss_mb()}))
@@ -81,7 +81,7 @@ def baseline_copy(topic_device: str, payload: bytes) -> float:
 
     from catalog import propvalues, uns
     from catalog.apply import METRIC_COLUMNS, PROPERTY_COLUMNS, VERSION_COLUMNS, fingerprint
-    from ingest.sparkplug import decode_properties, iter_metrics
+    from sparkplug.codec import decode_properties, iter_metrics
 
     connection.ensure_connection()
     conn = connection.connection
@@ -144,8 +144,8 @@ def main() -> None:
 
 
 def run() -> None:
+    from devtools.edge import synthetic_birth
     from ingest.ledger import store_frame
-    from ingest.simulator import synthetic_birth
 
     run_id = uuid.uuid4().hex[:6]
     topic = f"spBv1.0/Bench/DBIRTH/R{run_id}/Cement"

@@ -1,4 +1,4 @@
-"""pgoutput decode micro-benchmark (SYSTEM.md §7), one run against the devstack `metasync` database.
+"""pgoutput decode micro-benchmark (docs/cdc.md), one run against the devstack `metasync` database.
 
 Creates a scratch device with 85,000 metrics x 10 properties, two logical slots, then UPDATEs all
 850,000 property rows in one transaction and reads that WAL:

@@ -1,4 +1,4 @@
-"""Sync benchmark (`make bench-sync` -> bench/results/sync.json), one run (issue 4 item 8):
+"""Sync benchmark (`make bench-sync` -> bench/results/sync.json), one run:
 
 Set-up: a fresh database (``metasync_bench_sync``) holding 100,000 metrics x 10 properties (a synthetic
 birth applied by ``process_birth`` in a child process), then ONE transaction updating 850,000 of
@@ -291,10 +291,10 @@ class CpuMeter:
 
 def child_apply(frame_id: int) -> None:
     setup_django()
-    from catalog.apply import process_birth
+    from ingest.processing import process_frame
 
     started = time.monotonic()
-    outcome = process_birth(frame_id)
+    outcome = process_frame(frame_id)
     print(json.dumps({"seconds": time.monotonic() - started, "status": outcome.status, "counts": outcome.counts,
                       "reason": outcome.reason}))
 
@@ -347,8 +347,8 @@ def child_flush() -> None:
     from django.db import connection
 
     import canary.effective  # noqa: F401 - imported before the clock starts
-    import canary.tasks  # noqa: F401
     from canary.sync import flush_due
+    from canary.tasks import enqueue_push
 
     connection.ensure_connection()
     print("ready", flush=True)
@@ -356,7 +356,7 @@ def child_flush() -> None:
     started, cpu = time.perf_counter(), time.process_time()
     claimed = batches = calls = 0
     while True:
-        done = flush_due(max_seconds=3600)
+        done = flush_due(enqueue_push, max_seconds=3600)
         calls += 1
         claimed += done["claimed"]
         batches += done["batches"]
@@ -669,8 +669,8 @@ def run(args: argparse.Namespace, result: dict, procs: Procs, mock: Mock, mock_p
     from cdcsync.consumer import replication_connection
     from cdcsync.pending import mark_now
     from cdcsync.slot import ensure_slot, slot_status
+    from devtools.edge import synthetic_birth
     from ingest.ledger import store_frame
-    from ingest.simulator import synthetic_birth
 
     n = max(100, round(METRICS * args.scale))
     n -= n % 2
@@ -838,7 +838,7 @@ def run(args: argparse.Namespace, result: dict, procs: Procs, mock: Mock, mock_p
     result["d_rate_limited"]["parity"] = parity(mock, d_ids)
 
     # --- (e) end to end --------------------------------------------------------------------------
-    from ingest.simulator import changes_per_round
+    from devtools.edge import changes_per_round
     from ingest.tasks import process_birth
 
     per_device = max(40, round(E_DEVICE_METRICS * args.scale))

@@ -8,9 +8,9 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from canary.mapping import resync_key
 from canary.models import PropertyMapping, PushBatch, SyncState
-from catalog.admin import ReadOnlyAdminMixin
-from cdcsync.pending import mark_now
+from metasync.admin import ReadOnlyAdminMixin
 
 
 @admin.register(PropertyMapping)
@@ -28,16 +28,8 @@ class PropertyMappingAdmin(admin.ModelAdmin):
         self._resync_key(request, obj.key)
 
     def _resync_key(self, request: HttpRequest, key: str) -> None:
-        """Every metric carrying the key is re-diffed (mapping changes what Canary should hold)."""
-        from django.db import connection
-
-        with connection.cursor() as cur:
-            cur.execute("SELECT DISTINCT metric_id FROM uns_meta.metric_properties WHERE key = %s"
-                        " UNION SELECT DISTINCT metric_id FROM uns_meta.property_overrides WHERE key = %s",
-                        [key, key])
-            ids = [r[0] for r in cur.fetchall()]
-        mark_now(ids, reason="mapping")
-        messages.info(request, f"{len(ids)} metric(s) carrying {key!r} will be re-synced to Canary.")
+        count = resync_key(key)
+        messages.info(request, f"{count} metric(s) carrying {key!r} will be re-synced to Canary.")
 
 
 class ReadOnly(ReadOnlyAdminMixin, admin.ModelAdmin):

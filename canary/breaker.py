@@ -2,7 +2,7 @@
 
 pybreaker opens after ``CANARY_BREAKER_FAIL_MAX`` consecutive failures and holds
 ``CANARY_BREAKER_RESET_SECONDS`` before one half-open probe. The second rule of
-SYSTEM.md §8 (≥ 2 % 5xx over one minute) is counted here in per-minute Redis
+docs/architecture.md (≥ 2 % 5xx over one minute) is counted here in per-minute Redis
 counters (the current and the previous minute are read) and opens the same
 breaker. Contract errors (``Errors``) are answers, not failures: they do not count.
 pybreaker holds a lock during a call, so each process/thread gets its own breaker
@@ -20,19 +20,11 @@ from django.conf import settings
 
 from canary import metrics
 from canary.errors import CanaryRejected
+from metasync.redis_client import redis_client
 
 NAMESPACE = "metasync:canary:breaker"
 _STATE_VALUE = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1, pybreaker.STATE_OPEN: 2}
 _local = threading.local()
-
-
-def redis_client() -> redis.Redis:
-    """This thread's Redis client (bytes responses: pybreaker needs them)."""
-    cached = getattr(_local, "redis", None)
-    if cached is None or cached[0] != settings.REDIS_URL:
-        cached = _local.redis = (settings.REDIS_URL, redis.Redis.from_url(settings.REDIS_URL))
-        _local.breaker = None
-    return cached[1]
 
 
 class _GaugeListener(pybreaker.CircuitBreakerListener):

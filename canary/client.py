@@ -1,4 +1,4 @@
-"""Canary Write API client (CANARY_API.md): shared session, retries, global rate limit, breaker.
+"""Canary Write API client (docs/canary-api.md): shared session, retries, global rate limit, breaker.
 
 - One session for all workers, its token kept in Redis; whoever meets
   ``BadSessionToken`` drops that token and one worker logs in again (Redis lock).
@@ -30,10 +30,12 @@ import requests
 from django.conf import settings
 
 from canary import metrics
-from canary.breaker import breaker, count_call, record_server_error, redis_client
+from canary.breaker import breaker, count_call, record_server_error
 from canary.errors import CanaryError, CanaryRejected, CanaryUnavailable
 from canary.ratelimit import RateLimiter
+from metasync.env import ConfigError
 from metasync.logging import register_secret
+from metasync.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,6 @@ class CanaryClient:
         self.views_url = (views_url or settings.CANARY_VIEWS_URL).rstrip("/")
         self.api_token = api_token or settings.CANARY_API_TOKEN
         if not self.api_token:
-            from metasync.env import ConfigError
-
             raise ConfigError("CANARY_API_TOKEN", "is required to talk to Canary")
         self.http = http or requests.Session()
         verify = settings.CANARY_VERIFY
@@ -125,7 +125,7 @@ class CanaryClient:
         return body.get("properties") or {}
 
     # --- machinery -----------------------------------------------------------------------
-    def _operation(self, method: str, make_body: Callable[[str], dict | str]) -> dict:
+    def _operation(self, method: str, make_body: Callable[[str | None], dict | str]) -> dict:
         """``method`` on the shared session (``make_body(token)``), retried as the module says."""
         deadline = time.monotonic() + settings.CANARY_OPERATION_DEADLINE_SECONDS
         backoff = settings.CANARY_BACKOFF_SECONDS
@@ -250,8 +250,9 @@ class CanaryClient:
         token = self.redis.get(SESSION_KEY)
         if not token:
             return None
-        register_secret(token.decode())  # a session another worker opened
-        return token.decode()
+        text = token.decode() if isinstance(token, bytes) else str(token)
+        register_secret(text)  # a session another worker opened
+        return text
 
     def _session_token(self) -> str:
         deadline = time.monotonic() + 15

@@ -1,4 +1,4 @@
-"""Effective, mapped properties: what Canary should hold for a metric (SYSTEM.md §6).
+"""Effective, mapped properties: what Canary should hold for a metric (docs/catalog.md).
 
 effective = the edge value, or the steward's override when there is one;
 mapped    = renamed/excluded by the steward-editable ``PropertyMapping``
@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import psycopg
 from django.db import connection
 
+from canary.models import PropertyMapping
 from catalog import propvalues
-from ingest.sparkplug import DataType
+from sparkplug.datatypes import DataType
 
 _COLUMNS = ", ".join(propvalues.VALUE_COLUMNS)
 
@@ -33,8 +34,6 @@ class Target:
 
 def load_mapping() -> dict[str, str | None]:
     """Sparkplug key -> Canary name (None: excluded)."""
-    from canary.models import PropertyMapping
-
     return {m.key: ((m.canary_name or m.key) if m.include else None) for m in PropertyMapping.objects.all()}
 
 

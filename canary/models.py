@@ -1,4 +1,4 @@
-"""What Canary should receive and what it acknowledged (SYSTEM.md §6, §8)."""
+"""What Canary should receive and what it acknowledged (docs/catalog.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pushing batches to Canary: claim, send concurrently, acknowledge in groups (SYSTEM.md §8).
+"""Pushing batches to Canary: claim, send concurrently, acknowledge in groups (docs/architecture.md).
 
 A push task carries the ids of up to ``CANARY_PUSH_TASK_BATCHES`` batches. It claims the
 ones still to send in one statement (``queued``, or ``sending`` past the lease: a lost
@@ -30,20 +30,27 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
 
-from metasync.logging import bind
+from canary import metrics
+from canary.client import CanaryClient
+from canary.errors import CanaryRejected, CanaryUnavailable
+from cdcsync.pending import mark_now
+from metasync.logging import bind, id_span
 
 log = logging.getLogger(__name__)
 
 SENDING_LEASE_SECONDS = 120  # > one operation's deadline: a 'sending' batch older than this was lost
 ACK_EVERY_SECONDS = 0.5  # outcomes are written at least this often while a task sends
 FAILED_RETRY_SECONDS = 30  # a failed batch's metrics are due again after this
+
+Enqueue = Callable[[list[int]], None]
+"""Sends push tasks for batch ids: :func:`canary.tasks.enqueue_push` (tests collect the ids)."""
 
 
 @dataclass
@@ -75,11 +82,9 @@ def _executor() -> ThreadPoolExecutor:
         return _pool[2]
 
 
-def _thread_client() -> object:
+def _thread_client() -> CanaryClient:
     """This thread's CanaryClient (its own HTTP session and breaker), made again when the
     Canary or Redis settings change (tests do)."""
-    from canary.client import CanaryClient
-
     config = (settings.CANARY_URL, settings.CANARY_API_TOKEN, settings.REDIS_URL, settings.CANARY_RATE_LIMIT_RPS)
     cached = getattr(_local, "client", None)
     if cached is None or cached[0] != config:
@@ -87,15 +92,13 @@ def _thread_client() -> object:
     return cached[1]
 
 
-def _send(batch_id: int, body: str, client: object | None, not_after: float) -> tuple[str, str]:
+def _send(batch_id: int, body: str, client: CanaryClient | None, not_after: float) -> tuple[str, str]:
     """One batch's storeData operation: ("acked" | "rejected" | "failed" | "requeued", why)."""
-    from canary.errors import CanaryRejected, CanaryUnavailable
-
     if time.monotonic() > not_after:
         return "requeued", ""
     try:
         with bind(batch_id=batch_id):  # the client's retry warnings name the batch
-            (client or _thread_client()).store_properties(body)  # type: ignore[attr-defined]
+            (client or _thread_client()).store_properties(body)
     except CanaryRejected as exc:
         return "rejected", str(exc)
     except CanaryUnavailable as exc:
@@ -107,9 +110,10 @@ def _send(batch_id: int, body: str, client: object | None, not_after: float) -> 
 
 
 # --- the task's unit of work -----------------------------------------------------------------
-def push_batches(batch_ids: Iterable[int], client: object | None = None) -> PushOutcome:
-    """Claim, send and settle ``batch_ids``. With ``client`` the sends run one after another in
-    this thread (tests); otherwise concurrently, ``CANARY_PUSH_THREADS`` at a time."""
+def push_batches(batch_ids: Iterable[int], enqueue: Enqueue, client: CanaryClient | None = None) -> PushOutcome:
+    """Claim, send and settle ``batch_ids``; batches left unsent go back through ``enqueue``. With
+    ``client`` the sends run one after another in this thread (tests); otherwise concurrently,
+    ``CANARY_PUSH_THREADS`` at a time."""
     started = time.monotonic()
     batch_ids = sorted(set(batch_ids))
     claimed = claim(batch_ids)
@@ -146,7 +150,7 @@ def push_batches(batch_ids: Iterable[int], client: object | None = None) -> Push
             settle()
     settle(final=True)
     if outcome.requeued:
-        _enqueue(outcome.requeued)
+        enqueue(outcome.requeued)
     return outcome
 
 
@@ -221,8 +225,6 @@ SELECT NULL, NULL, seconds, frame_id FROM latency
 def acknowledge(claims: list[tuple[int, int]]) -> list[int]:
     """Canary said Good: in one statement the batches' targets become the acknowledged state.
     Returns the batches acknowledged (a claim another worker has taken over is left to it)."""
-    from canary import metrics
-
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(ACK_SQL, {"ids": [b for b, _ in claims], "attempts": [a for _, a in claims]})
         rows = cur.fetchall()
@@ -243,9 +245,6 @@ def acknowledge(claims: list[tuple[int, int]]) -> list[int]:
 
 def give_back(claims: list[tuple[int, int, str]], status: str, *, delay: float) -> list[int]:
     """End batches unsuccessfully: their metrics return to pending, due after ``delay``."""
-    from canary import metrics
-    from cdcsync.pending import mark_now
-
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(
             "UPDATE uns_meta.canary_push_batches b SET status = %s, error = left(c.error, 5000)"
@@ -273,25 +272,19 @@ def release(claims: list[tuple[int, int]]) -> list[int]:
 
 
 # --- enqueueing and re-driving ---------------------------------------------------------------
-def _enqueue(batch_ids: list[int]) -> None:
-    """Push tasks for ``batch_ids``, ``CANARY_PUSH_TASK_BATCHES`` ids each (the canary queue)."""
-    from canary.tasks import push_batches as task
-
+def enqueue_in_chunks(batch_ids: list[int], send: Callable[[list[int]], object]) -> None:
+    """Call ``send`` for ``CANARY_PUSH_TASK_BATCHES`` ids at a time. A failure to send (broker
+    down) is logged: those batches stay queued and :func:`redrive` sends them later."""
     size = settings.CANARY_PUSH_TASK_BATCHES
     for i in range(0, len(batch_ids), size):
         chunk = batch_ids[i:i + size]
         try:
-            task.apply_async(args=[chunk])
-        except Exception:  # broker down: the batches stay queued and beat re-drives them
+            send(chunk)
+        except Exception:
             log.exception("could not enqueue push_batches(%s)", id_span(chunk))
 
 
-def enqueue_on_commit(batch_ids: list[int]) -> None:
-    ids = list(batch_ids)
-    transaction.on_commit(lambda: _enqueue(ids))
-
-
-def redrive(older_than_seconds: float = 60) -> int:
+def redrive(enqueue: Enqueue, older_than_seconds: float = 60) -> int:
     """Re-enqueue batches whose task was lost (still queued, or sending past the lease)."""
     with connection.cursor() as cur:
         cur.execute(
@@ -301,7 +294,7 @@ def redrive(older_than_seconds: float = 60) -> int:
         ids = [r[0] for r in cur.fetchall()]
     if ids:
         log.warning("re-driving %d push batch(es) whose task was lost", len(ids))
-        _enqueue(ids)
+        enqueue(ids)
     return len(ids)
 
 
@@ -316,10 +309,3 @@ def prune(retention_days: float) -> int:
     if deleted:
         log.info("pruned %d push batch(es) that ended more than %g day(s) ago", deleted, retention_days)
     return deleted
-
-
-def id_span(ids: list[int]) -> str:
-    """Batch ids for a log line: a few, or a range."""
-    if len(ids) <= 5:
-        return ", ".join(map(str, ids))
-    return f"{ids[0]} … {ids[-1]}"

@@ -1,4 +1,4 @@
-"""Due pending metrics → diff against what Canary acknowledged → push batches (SYSTEM.md §7-8).
+"""Due pending metrics → diff against what Canary acknowledged → push batches (docs/cdc.md).
 
 ``flush_once`` claims due pending rows, diffs each metric's effective mapped
 properties against its ``SyncState`` and writes ``PushBatch`` rows — all in one
@@ -29,8 +29,12 @@ import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 
+from canary.breaker import circuit_open
 from canary.effective import Target, effective_targets, id_array, load_mapping
-from canary.push import enqueue_on_commit, id_span
+from canary.models import SyncState
+from canary.push import Enqueue
+from cdcsync.pending import mark_now
+from metasync.logging import id_span
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +92,9 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 _dumps = _ENCODER.encode  # one encoder for every value: json.dumps(**options) builds one per call
 
 
-def flush_once(limit: int | None = None) -> tuple[int, list[int]]:
-    """One unit of work: returns (metrics claimed, ids of batches created)."""
+def flush_once(enqueue: Enqueue, limit: int | None = None) -> tuple[int, list[int]]:
+    """One unit of work: returns (metrics claimed, ids of batches created); the batches are
+    handed to ``enqueue`` once the transaction has committed."""
     limit = limit or settings.SYNC_FLUSH_BATCH_METRICS
     with transaction.atomic():
         ids = _claim_due(limit)
@@ -119,7 +124,7 @@ def flush_once(limit: int | None = None) -> tuple[int, list[int]]:
         if batch_ids:
             log.info("flush: %d metric(s) -> %d batch(es) %s", sum(len(b.metric_ids) for b in batches),
                      len(batch_ids), id_span(batch_ids), extra={"batch_ids": batch_ids})
-            enqueue_on_commit(batch_ids)
+            transaction.on_commit(lambda: enqueue(batch_ids))
     return len(ids), batch_ids
 
 
@@ -164,24 +169,22 @@ def _store(batches: list[BatchBuilder]) -> list[int]:
     return batch_ids
 
 
-def flush_due(max_seconds: float | None = None) -> dict[str, int]:
+def flush_due(enqueue: Enqueue, max_seconds: float | None = None) -> dict[str, int]:
     """Flush until nothing is due or the time budget is spent (beat calls this every few seconds).
 
     ``SYNC_FLUSH_THREADS`` loops run side by side, each on its own database connection: while
     one builds batches in Python the other waits for PostgreSQL (claims skip each other's rows).
     """
-    from canary.breaker import circuit_open
-
     if circuit_open():
         log.info("Canary circuit open: due changes stay pending")
         return {"claimed": 0, "batches": 0}
     deadline = time.monotonic() + (max_seconds or settings.SYNC_FLUSH_MAX_SECONDS)
     with _collector_paused():
         if settings.SYNC_FLUSH_THREADS == 1:
-            claimed, batches = _flush_until(deadline)
+            claimed, batches = _flush_until(enqueue, deadline)
         else:
             with ThreadPoolExecutor(settings.SYNC_FLUSH_THREADS, thread_name_prefix="flush") as pool:
-                loops = [pool.submit(contextvars.copy_context().run, _flush_in_thread, deadline)
+                loops = [pool.submit(contextvars.copy_context().run, _flush_in_thread, enqueue, deadline)
                          for _ in range(settings.SYNC_FLUSH_THREADS)]
                 done = [loop.result() for loop in loops]
             claimed, batches = sum(c for c, _ in done), sum(b for _, b in done)
@@ -204,10 +207,10 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _flush_until(deadline: float) -> tuple[int, int]:
+def _flush_until(enqueue: Enqueue, deadline: float) -> tuple[int, int]:
     claimed = batches = 0
     while time.monotonic() < deadline:
-        n, created = flush_once()
+        n, created = flush_once(enqueue)
         claimed += n
         batches += len(created)
         if n == 0:
@@ -215,8 +218,17 @@ def _flush_until(deadline: float) -> tuple[int, int]:
     return claimed, batches
 
 
-def _flush_in_thread(deadline: float) -> tuple[int, int]:
+def _flush_in_thread(enqueue: Enqueue, deadline: float) -> tuple[int, int]:
     try:
-        return _flush_until(deadline)
+        return _flush_until(enqueue, deadline)
     finally:
         connection.close()  # this thread's own connection
+
+
+def resync(metric_ids: list[int], enqueue: Enqueue) -> dict[str, int]:
+    """Forget what Canary acknowledged for these metrics and flush them now: each gets its full
+    mapped set (the backfill and repair path of ``resync_canary``)."""
+    with transaction.atomic():
+        SyncState.objects.filter(metric_id__in=metric_ids).delete()
+        mark_now(metric_ids, reason="resync")
+    return flush_due(enqueue)

@@ -1,4 +1,5 @@
-"""Celery tasks of the Canary stage: thin callers of canary.sync and the client."""
+"""Celery tasks of the Canary stage: thin callers of canary.sync and canary.push. The only module
+of the stage that knows Celery; the others receive :func:`enqueue_push` where they need it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from canary import push, sync
+from canary.client import CanaryClient
 from canary.errors import CanaryUnavailable
 from metasync.logging import bind
 
@@ -27,7 +29,7 @@ def push_batches(batch_ids: list[int]) -> dict[str, int]:
         return {"acked": 0, "rejected": 0, "requeued": 0, "skipped": 0}
     first, last = min(batch_ids), max(batch_ids)
     with bind(cid=f"batch-{first}" if first == last else f"batches-{first}-{last}"):
-        outcome = push.push_batches(batch_ids)
+        outcome = push.push_batches(batch_ids, enqueue_push)
         if outcome.failed:
             why = outcome.reasons[outcome.failed[0]]
             log.error("%d of %d batch(es) failed (their metrics are pending again): %s", len(outcome.failed),
@@ -37,15 +39,20 @@ def push_batches(batch_ids: list[int]) -> dict[str, int]:
                 "skipped": outcome.skipped}
 
 
+def enqueue_push(batch_ids: list[int]) -> None:
+    """Push tasks for ``batch_ids`` on the canary queue, ``CANARY_PUSH_TASK_BATCHES`` ids each."""
+    push.enqueue_in_chunks(batch_ids, lambda chunk: push_batches.apply_async(args=(chunk,)))
+
+
 @shared_task(acks_late=True, ignore_result=True)
 def flush_due() -> dict[str, int]:
     """Due pending metrics → diffs → push batches."""
-    return sync.flush_due()
+    return sync.flush_due(enqueue_push)
 
 
 @shared_task(acks_late=True, ignore_result=True)
 def redrive_batches() -> int:
-    return push.redrive()
+    return push.redrive(enqueue_push)
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -56,22 +63,17 @@ def prune_batches() -> int:
 @shared_task(acks_late=True, ignore_result=True)
 def keepalive() -> bool:
     """keepAlive the shared session when it has been idle (sessions expire after a minute)."""
-    from canary.client import CanaryClient
-
     return CanaryClient().keep_alive_if_idle()
 
 
 @signals.worker_shutdown.connect
 def _revoke_session(sender: object = None, **kwargs: object) -> None:
-    """A canary worker that stops revokes the shared Canary session (CANARY_API.md); the next
-    caller opens a new one."""
+    """A canary worker that stops revokes the shared Canary session; the next caller opens a new one."""
     queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
     consumes = getattr(queues, "consume_from", None) or {}
     if "canary" not in consumes:
         return
     try:
-        from canary.client import CanaryClient
-
         CanaryClient().revoke()
     except Exception:  # shutting down: never block it on Canary
         log.warning("could not revoke the Canary session at shutdown", exc_info=True)

@@ -17,21 +17,10 @@ from catalog.models import (
     MetricVersion,
     PropertyOverride,
 )
+from catalog.stewardship import record_steward_edit
+from metasync.admin import ReadOnlyAdminMixin
 
 IDENTITY_HELP = "Identity fields are written by births only."
-
-
-class ReadOnlyAdminMixin:
-    """View-only for everyone: rows are written by births and versioning, not by hand."""
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class MetricPropertyInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -119,7 +108,7 @@ class PlantFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         plants = Metric.objects.exclude(plant=None).values_list("plant", flat=True).distinct().order_by("plant")
-        return [(p, p) for p in plants[:200]]
+        return [(p, p) for p in plants[:200] if p is not None]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return queryset.filter(plant=self.value()) if self.value() else queryset
@@ -171,24 +160,6 @@ class LineageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("changed_at", "metric", "old_path", "new_path", "reason", "changed_by")
     search_fields = ("old_path", "new_path")
     list_select_related = ("metric",)
-
-
-def record_steward_edit(metric: Metric, before: dict, after: dict, user: str) -> None:
-    """A steward's override edit: one version by ``steward:<user>`` and a prompt Canary sync."""
-    from cdcsync.pending import mark_now
-
-    diff: dict = {}
-    added = {k: v for k, v in after.items() if k not in before}
-    changed = {k: [before[k], v] for k, v in after.items() if k in before and before[k] != v}
-    removed = {k: v for k, v in before.items() if k not in after}
-    for name, part in (("added", added), ("changed", changed), ("removed", removed)):
-        if part:
-            diff[f"override_{name}"] = part
-    if not diff:
-        return
-    MetricVersion.objects.create(metric=metric, kind=MetricVersion.Kind.STEWARD,
-                                 change=json.loads(json.dumps(diff, default=str)), changed_by=f"steward:{user}")
-    mark_now([metric.pk], reason="steward")
 
 
 def _show(value: object, is_null: bool) -> str:

@@ -1,21 +1,9 @@
-"""Apply one DBIRTH frame from the birth ledger to the catalog (SYSTEM.md §5).
+"""Apply one decoded DBIRTH to the catalog: ``apply_birth`` (docs/architecture.md, "Applying a birth").
 
-Called by the ``process_birth`` task and by ``replay_birth``: one code path.
-
-Cost model, because births are huge (~100k metrics, ~1M properties) and are
-re-sent unchanged on every transmitter refresh:
-- each metric gets a value-free fingerprint (name, datatype, raw property bytes);
-  a metric whose fingerprint matches the catalog costs nothing — no decode of its
-  properties, no write. An identical re-birth writes zero catalog rows.
-- new metrics go in with ``COPY`` (ids pre-allocated from the sequence);
-  changed ones are diffed key by key against the stored properties and written
-  set-based (``COPY`` into a temporary table, then one upsert / delete).
-- metrics stream in chunks of ``BIRTH_CHUNK_METRICS`` so memory stays bounded.
-
-Everything for one frame happens in one transaction (a dry run does all of it
-and rolls back, reporting the versions it would have written), serialized per device by
-an advisory lock; the ledger row's final status is written in that same
-transaction, so duplicate, retried and concurrent deliveries are harmless.
+The caller (the ledger, :mod:`ingest.processing`) owns the transaction; everything here is
+set-based and bounded in memory: value-free fingerprints make an unchanged metric cost nothing,
+new metrics go in with ``COPY``, changed ones are diffed key by key and written with one upsert,
+and metrics stream in chunks of ``BIRTH_CHUNK_METRICS``.
 """
 
 from __future__ import annotations
@@ -23,24 +11,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
 import psycopg
 from django.conf import settings
-from django.db import connection, transaction
-from psycopg.types.json import Jsonb
+from django.db import connection
 
 from catalog import propvalues, uns
 from catalog.propvalues import to_json
-from ingest.sparkplug import DecodeError, RawMetric, decode_properties, iter_metrics, read_header
+from metasync import locks
+from metasync.db import scalar
+from sparkplug.codec import RawMetric, decode_properties, iter_metrics
+from sparkplug.topic import Topic
 
 log = logging.getLogger(__name__)
 
-LOCK_NAMESPACE = 0x6D73  # "ms": advisory-lock class for per-device serialization
-PAYLOAD_SLICE = 16 * 1024 * 1024
 
 PROPERTY_COLUMNS = ("metric_id", "key", "sparkplug_type", "type", "is_null") + propvalues.VALUE_COLUMNS
 METRIC_COLUMNS = ("id", "device_id", "name", "uns_path", "datatype", "alias", "plant", "fingerprint")
@@ -48,20 +35,31 @@ VERSION_COLUMNS = ("metric_id", "kind", "change", "changed_by")
 
 
 class Rejected(Exception):
-    """The frame cannot be applied; the reason is stored on its ledger row."""
+    """The birth cannot be applied as a whole; the message is the reason stored on its ledger row."""
 
 
 @dataclass
-class Outcome:
-    frame_id: int
-    status: str
-    reason: str = ""
-    counts: dict[str, int] = field(default_factory=dict)
-    device_id: int | None = None
-    # Only filled in dry-run mode: the versions the frame would write.
+class Applied:
+    """What applying a birth did (the transaction is the caller's)."""
+
+    device_id: int
+    counts: dict[str, int]
+    # Metrics rejected by name (the rest of the birth applied), shown on the ledger row.
+    problems: list[str] = field(default_factory=list)
+    unresolved_aliases: int = 0
+    # Only filled in dry-run mode: the versions the birth would write.
     diff: list[dict] = field(default_factory=list)
-    # Why a frame was rejected: "decode" (payload), "topic" (unparseable topic), "invalid" (rules).
-    cause: str = ""
+
+    @property
+    def reason(self) -> str:
+        reason = ""
+        if self.problems:
+            shown = "; ".join(self.problems[:20])
+            more = len(self.problems) - 20
+            reason = f"{len(self.problems)} metric(s) rejected: {shown}" + (f"; … {more} more" if more > 0 else "")
+        if self.unresolved_aliases:
+            reason = (reason + "; " if reason else "") + f"{self.unresolved_aliases} alias(es) unresolved"
+        return reason
 
 
 @dataclass(slots=True)
@@ -93,43 +91,15 @@ def fingerprint(name: str, datatype: int, properties: bytes) -> bytes:
     return h.digest()
 
 
-def process_birth(frame_id: int, *, dry_run: bool = False) -> Outcome:
-    """Apply ledger frame ``frame_id``; idempotent. Returns what became of it."""
-    from ingest.models import BirthFrame
-
-    frame = BirthFrame.objects.filter(pk=frame_id).values("topic", "status").first()
-    if frame is None:
-        return Outcome(frame_id, "missing", "no such ledger frame")
-    if frame["status"] != BirthFrame.Status.RECEIVED:
-        return Outcome(frame_id, frame["status"], "already processed")
-    started = time.monotonic()
-    try:
-        topic = uns.parse_topic(frame["topic"])
-        if topic.verb != "DBIRTH" or topic.device is None:
-            raise Rejected(f"not a DBIRTH topic: {frame['topic']!r} (verb {topic.verb})")
-        with transaction.atomic():
-            outcome = BirthApplier(frame_id, frame["topic"], topic, dry_run=dry_run).run()
-            _finish(frame_id, outcome, time.monotonic() - started)
-            if dry_run:
-                transaction.set_rollback(True)
-        return outcome
-    except (Rejected, DecodeError, uns.TopicError) as exc:
-        cause = "decode" if isinstance(exc, DecodeError) else "topic" if isinstance(exc, uns.TopicError) else "invalid"
-        outcome = Outcome(frame_id, BirthFrame.Status.REJECTED, str(exc), cause=cause)
-        if not dry_run:
-            _finish(frame_id, outcome, time.monotonic() - started)
-        return outcome
-
-
-def _finish(frame_id: int, outcome: Outcome, seconds: float) -> None:
-    with connection.cursor() as cur:
-        cur.execute(
-            "UPDATE uns_meta.birth_frames SET status = %s, reason = %s, counts = %s, device_id = %s,"
-            " processed_at = now(), apply_seconds = %s, attempts = attempts + 1"
-            " WHERE id = %s AND status = 'received'",
-            [outcome.status, outcome.reason[:10000], Jsonb(outcome.counts) if outcome.counts else None,
-             outcome.device_id, seconds, frame_id],
-        )
+def apply_birth(topic: Topic, payload: bytes | bytearray | memoryview, *, changed_by: str,
+                dry_run: bool = False) -> Applied:
+    """Apply a device's birth inside the caller's transaction; births of one device are
+    serialized by a transaction-level advisory lock. Raises :class:`Rejected` (or the codec's
+    ``DecodeError``) when the birth cannot be applied; the caller then rolls back."""
+    if topic.device is None:
+        raise Rejected(f"not a device birth: {topic.group_id}/{topic.edge}")
+    locks.xact_lock(connection.connection, locks.device_key(topic.group_id, topic.edge, topic.device))
+    return BirthApplier(topic, changed_by, dry_run=dry_run).run(payload)
 
 
 def _chunks(items: Iterable[RawMetric], size: int) -> Iterator[list[RawMetric]]:
@@ -141,12 +111,10 @@ def _chunks(items: Iterable[RawMetric], size: int) -> Iterator[list[RawMetric]]:
 class BirthApplier:
     """One frame, one transaction. Small methods, each one unit of the algorithm."""
 
-    def __init__(self, frame_id: int, topic_name: str, topic: uns.Topic, *, dry_run: bool = False) -> None:
-        self.frame_id = frame_id
-        self.topic_name = topic_name
+    def __init__(self, topic: Topic, changed_by: str, *, dry_run: bool = False) -> None:
         self.topic = topic
         self.dry_run = dry_run
-        self.changed_by = f"birth:{frame_id}"
+        self.changed_by = changed_by
         self.conn: psycopg.Connection = connection.connection  # Django's psycopg 3 connection
         self.counts = dict.fromkeys(
             ("metrics", "new", "changed", "unchanged", "retired", "restored", "renamed", "rejected", "versions"), 0)
@@ -155,76 +123,19 @@ class BirthApplier:
         self.unresolved_aliases = 0
         self.convention = uns.Convention(settings.UNS_CONVENTION, frozenset(settings.UNS_NON_COUNTRY_EDGES))
 
-    # --- frame level -------------------------------------------------------------
-    def run(self) -> Outcome:
-        t = self.topic
-        self.conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                          (LOCK_NAMESPACE, f"{t.group_id}/{t.edge}/{t.device}"))
-        row = self.conn.execute(
-            "SELECT status, sha256 FROM uns_meta.birth_frames WHERE id = %s FOR UPDATE", (self.frame_id,)
-        ).fetchone()
-        if row is None or row[0] != "received":  # lost a race with another delivery
-            return Outcome(self.frame_id, row[0] if row else "missing", "already processed")
-        sha256 = bytes(row[1])
-        payload = self._payload()
-        header = read_header(payload)
-        self.payload_ts = header.timestamp
-        self.conn.execute("UPDATE uns_meta.birth_frames SET payload_ts = %s WHERE id = %s",
-                          (header.timestamp, self.frame_id))
-        verdict = self._duplicate_or_stale(sha256, header.timestamp)
-        if verdict:
-            return verdict
+    # --- birth level ---------------------------------------------------------------
+    def run(self, payload: bytes | bytearray | memoryview) -> Applied:
         self.device_id, self.device_path = self._device()
         self._load_known()
         for chunk in _chunks(iter_metrics(payload), settings.BIRTH_CHUNK_METRICS):
             self._apply_chunk(chunk)
-        del payload
         if self.counts["metrics"] == 0:  # never read an empty birth as "every metric retired"
             raise Rejected("the birth has no metrics")
         if self.counts["rejected"] == self.counts["metrics"]:
             raise Rejected("every metric was rejected: " + "; ".join(self.problems[:20]))
         self._apply_deferred_renames()
         self._retire_absent()
-        reason = ""
-        if self.problems:
-            shown = "; ".join(self.problems[:20])
-            more = len(self.problems) - 20
-            reason = f"{len(self.problems)} metric(s) rejected: {shown}" + (f"; … {more} more" if more > 0 else "")
-        if self.unresolved_aliases:
-            reason = (reason + "; " if reason else "") + f"{self.unresolved_aliases} alias(es) unresolved"
-            self._request_rebirth()
-        return Outcome(self.frame_id, "applied", reason, self.counts, self.device_id, self.diff)
-
-    def _payload(self) -> bytearray:
-        """The frame's bytes, read in slices into one buffer: a whole-value fetch would hold
-        the payload twice (driver result + Python bytes), hundreds of MB for a huge birth."""
-        (size,) = self.conn.execute(
-            "SELECT octet_length(payload) FROM uns_meta.birth_frames WHERE id = %s", (self.frame_id,)).fetchone()
-        buffer = bytearray(size)
-        with psycopg.Cursor(self.conn) as cur:  # server-side binding: binary results allowed
-            for offset in range(0, size, PAYLOAD_SLICE):
-                cur.execute("SELECT substring(payload FROM %s FOR %s) FROM uns_meta.birth_frames WHERE id = %s",
-                            (offset + 1, PAYLOAD_SLICE, self.frame_id), binary=True)
-                piece = cur.fetchone()[0]
-                buffer[offset:offset + len(piece)] = piece
-                del piece
-        return buffer
-
-    def _duplicate_or_stale(self, sha256: bytes, payload_ts: int | None) -> Outcome | None:
-        last = self.conn.execute(
-            "SELECT id, payload_ts, sha256 FROM uns_meta.birth_frames"
-            " WHERE topic = %s AND status = 'applied' ORDER BY payload_ts DESC NULLS LAST, id DESC LIMIT 1",
-            (self.topic_name,),
-        ).fetchone()
-        if last is None:
-            return None
-        last_id, last_ts, last_sha = last
-        if bytes(last_sha) == sha256:
-            return Outcome(self.frame_id, "duplicate", f"same bytes as applied frame {last_id}")
-        if payload_ts is not None and last_ts is not None and payload_ts < last_ts:
-            return Outcome(self.frame_id, "stale",
-                           f"payload timestamp {payload_ts} is older than applied frame {last_id} ({last_ts})")
-        return None
+        return Applied(self.device_id, self.counts, self.problems, self.unresolved_aliases, self.diff)
 
     def _device(self) -> tuple[int, str]:
         t = self.topic
@@ -244,12 +155,11 @@ class BirthApplier:
             " RETURNING id",
             (t.group_id, t.edge, t.device, path, attrs.country, attrs.business_unit),
         ).fetchone()
-        if row is None:  # unchanged device: no write at all
-            row = self.conn.execute(
-                "SELECT id FROM uns_meta.devices WHERE group_id = %s AND edge = %s AND device = %s",
-                (t.group_id, t.edge, t.device),
-            ).fetchone()
-        return row[0], path
+        if row is not None:
+            return row[0], path
+        # unchanged device: no write at all
+        return scalar(self.conn, "SELECT id FROM uns_meta.devices WHERE group_id = %s AND edge = %s AND device = %s",
+                      (t.group_id, t.edge, t.device)), path
 
     def _load_known(self) -> None:
         self.known: dict[str, Known] = {}
@@ -505,7 +415,7 @@ class BirthApplier:
             " WHERE m.id = s.id AND m.alias IS DISTINCT FROM s.alias",
             ([m[0] for m in moves], [m[1] for m in moves]))
 
-    def _write_versions(self, cur: psycopg.Cursor, versions: list[tuple[int, str, dict | str]]) -> None:
+    def _write_versions(self, cur: psycopg.Cursor, versions: Sequence[tuple[int, str, dict | str]]) -> None:
         """Append versions; a change is a dict or its JSON text (see :func:`to_json`)."""
         if not versions:
             return
@@ -516,14 +426,6 @@ class BirthApplier:
         with cur.copy(f"COPY uns_meta.metric_versions ({', '.join(VERSION_COLUMNS)}) FROM STDIN") as cp:
             for mid, kind, change in versions:
                 cp.write_row((mid, kind, change if isinstance(change, str) else to_json(change), self.changed_by))
-
-    def _request_rebirth(self) -> None:
-        if self.dry_run or not settings.REBIRTH_REQUESTS_ENABLED:
-            return
-        from ingest.rebirth import request_rebirth
-
-        group, edge = self.topic.group_id, self.topic.edge
-        transaction.on_commit(lambda: request_rebirth(group, edge))
 
 
 def _columns(sptype: int, value: object, inc: Incoming, key: str) -> tuple[str, bool, tuple]:

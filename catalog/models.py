@@ -1,4 +1,4 @@
-"""The metadata catalog: PostgreSQL schema ``uns_meta`` (SYSTEM.md §3).
+"""The metadata catalog: PostgreSQL schema ``uns_meta`` (docs/catalog.md).
 
 Database rules that Django cannot express live in the migrations as SQL and are
 named here so a reader knows they exist:
@@ -17,13 +17,13 @@ from django.db.models import F, Value
 from django.db.models.functions import Now, Replace
 
 from catalog.fields import PropertyTypeField, RealField
-from ingest.sparkplug import DataType
+from sparkplug.datatypes import DataType
 
 DATATYPE_CHOICES = [(t.value, t.name) for t in DataType]
 
 
 class PropertyType(models.TextChoices):
-    """Storage type of a property value; one typed column each (SYSTEM.md §3)."""
+    """Storage type of a property value; one typed column each (docs/catalog.md)."""
 
     INT = "int"
     LONG = "long"

@@ -1,7 +1,7 @@
-"""Property values between their decoded form and the typed columns (SYSTEM.md §3).
+"""Property values between their decoded form and the typed columns (docs/catalog.md).
 
 A decoded property is ``(sparkplug_type, value)`` as returned by
-:func:`ingest.sparkplug.decode_properties`. Storage maps it to one typed column;
+:func:`sparkplug.codec.decode_properties`. Storage maps it to one typed column;
 reading a row back yields the same comparable value, so "changed?" is a plain
 ``==`` between the two (floats are compared at their declared 32-bit precision).
 """
@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from psycopg.types.json import Jsonb
 
-from ingest.sparkplug import DataType
+from sparkplug.datatypes import DataType
 
 # Sparkplug type code -> storage type (enum uns_meta.property_type)
 STORAGE_TYPE: dict[int, str] = {
@@ -59,9 +59,9 @@ def to_columns(sparkplug_type: int, value: object) -> tuple[str, bool, tuple]:
     kind = STORAGE_TYPE[sparkplug_type]
     if value is None:
         return kind, True, _NULLS
-    columns = [None] * 8
+    columns: list[object] = [None] * 8
     if kind == "datetime":
-        value = ms_to_datetime(value)  # type: ignore[arg-type]
+        value = ms_to_datetime(int(value))  # type: ignore[call-overload]
     elif kind == "json":
         value = Jsonb(value, dumps=to_json)
     columns[_SLOT[kind]] = value

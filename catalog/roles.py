@@ -1,4 +1,4 @@
-"""Least-privilege database roles (SYSTEM.md §3, SEC-03).
+"""Least-privilege database roles (docs/catalog.md, SEC-03).
 
 - application role: LOGIN, no superuser, no CREATEDB/CREATEROLE/REPLICATION, DML on
   the service's tables, no DDL (schema changes go through migrations run by the
@@ -21,7 +21,7 @@ APPEND_ONLY_TABLES = ("metric_versions",)
 
 @dataclass(frozen=True)
 class Statement:
-    query: sql.Composable
+    query: sql.Composed
     shown: str  # what is printed: never contains a password
 
 

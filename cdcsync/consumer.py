@@ -1,4 +1,4 @@
-"""The CDC consumer: replication slot → durable pending rows (SYSTEM.md §7).
+"""The CDC consumer: replication slot → durable pending rows (docs/cdc.md).
 
 Why psycopg 3 with ``pg_logical_slot_peek_binary_changes`` + ``pg_replication_slot_advance``
 (polling) rather than psycopg2 streaming: the slot is only advanced after the pending
@@ -21,10 +21,19 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from cdcsync import metrics
-from cdcsync.pending import mark_pending
-from cdcsync.pgoutput import RelationCache, decode_message, format_lsn, metric_ids_of, parse_lsn
+from cdcsync.pending import backlog, mark_pending
+from cdcsync.pgoutput import (
+    Begin,
+    Commit,
+    PgOutputError,
+    RelationCache,
+    decode_message,
+    format_lsn,
+    metric_ids_of,
+    parse_lsn,
+)
 from cdcsync.slot import advance, ensure_slot, flush_lsn, iter_peek, slot_status, verify_publication
-from cdcsync.status import pending_status
+from metasync import locks
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +94,19 @@ class Consumer:
             kind = data[:1]
             if kind in (b"I", b"U", b"D"):
                 metrics.EVENTS.labels(self._table(data), kind.decode()).inc()
+                if commit_time is None:
+                    raise PgOutputError("a row change outside a transaction (no Begin before it)")
                 for mid in metric_ids_of(data, self.relations):
                     seen = changes.get(mid)
-                    changes[mid] = (commit_time, seen[1] + 1) if seen else (commit_time, 1)  # type: ignore[assignment]
+                    changes[mid] = (commit_time, seen[1] + 1) if seen else (commit_time, 1)
             elif kind == b"B":
-                commit_time = decode_message(data).commit_time  # type: ignore[union-attr]
+                begin = decode_message(data)
+                assert isinstance(begin, Begin)
+                commit_time = begin.commit_time
             elif kind == b"C":
-                last_commit = decode_message(data).end_lsn  # type: ignore[union-attr]
+                commit = decode_message(data)
+                assert isinstance(commit, Commit)
+                last_commit = commit.end_lsn
                 transactions += 1
             elif kind == b"R":
                 self.relations.observe(decode_message(data))
@@ -127,9 +142,9 @@ class Consumer:
         if status:
             metrics.SLOT_LAG.set(status["lag_bytes"] or 0)
             metrics.SLOT_RETAINED.set(status["retained_bytes"] or 0)
-        p = pending_status()
-        metrics.PENDING.set(p["pending"])  # type: ignore[arg-type]
-        metrics.PENDING_AGE.set(p["oldest_age_seconds"])  # type: ignore[arg-type]
+        pending, _, oldest_age = backlog()
+        metrics.PENDING.set(pending)
+        metrics.PENDING_AGE.set(oldest_age)
 
     def claim(self) -> bool:
         """Only one consumer works the slot (a slot serves one session at a time); others stand by.
@@ -137,6 +152,4 @@ class Consumer:
         A session-level advisory lock on the slot connection: it is released when that
         connection ends, including when the process is killed.
         """
-        row = self.conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                                (0x6D73, f"cdc:{self.slot}")).fetchone()
-        return bool(row and row[0])
+        return locks.try_session_lock(self.conn, locks.cdc_slot_key(self.slot))

@@ -1,4 +1,4 @@
-"""Durable pending work: one row per metric whose catalog rows changed (SYSTEM.md §7)."""
+"""Durable pending work: one row per metric whose catalog rows changed (docs/cdc.md)."""
 
 from __future__ import annotations
 

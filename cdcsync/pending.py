@@ -1,4 +1,4 @@
-"""Marking metrics pending: the durable, debounced queue between CDC and Canary (SYSTEM.md §7).
+"""Marking metrics pending: the durable, debounced queue between CDC and Canary (docs/cdc.md).
 
 Trailing debounce with a cap: ``due = min(first change + MAX, last change + DEBOUNCE)``.
 Marking is idempotent for a replayed change (same timestamps): the consumer may
@@ -45,3 +45,12 @@ def mark_now(metric_ids: Iterable[int], *, reason: str, delay: float = 0.0) -> i
     """Pending due after ``delay`` seconds (steward edits, resync, re-pended failures)."""
     now = timezone.now()
     return mark_pending({mid: (now, 1) for mid in metric_ids}, reason=reason, debounce=delay)
+
+
+def backlog() -> tuple[int, int, float]:
+    """(pending metrics, due now, seconds since the oldest pending change)."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*), count(*) FILTER (WHERE due_at <= now()),"
+                    " coalesce(extract(epoch FROM now() - min(first_change_at)), 0) FROM uns_meta.sync_pending")
+        pending, due, oldest = cur.fetchone()
+    return pending, due, float(oldest)

@@ -2,7 +2,7 @@
 
 Input is one message as found in the ``data`` column (bytea) of
 ``pg_logical_slot_peek_binary_changes(slot, upto_lsn, upto_nchanges, 'proto_version', '1',
-'publication_names', 'uns_meta_pub')`` (SYSTEM.md §7). Pure Python, no Django: the
+'publication_names', 'uns_meta_pub')`` (docs/cdc.md). Pure Python, no Django: the
 ``cdc_consume`` daemon and the tests import it directly.
 
 Message layout (PostgreSQL docs, "Logical Replication Message Formats"; integers big-endian,
@@ -50,7 +50,7 @@ only up to the id column, never building strings or dataclasses::
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar, Final
@@ -499,7 +499,7 @@ def _message(r: _Reader) -> LogicalMessage:
     return LogicalMessage(flags, lsn, prefix, r.raw(length, "content"))
 
 
-_DECODERS = {
+_DECODERS: dict[int, tuple[str, Callable[[_Reader], Message]]] = {
     KIND_BEGIN: ("Begin", _begin), KIND_COMMIT: ("Commit", _commit), KIND_ORIGIN: ("Origin", _origin),
     KIND_RELATION: ("Relation", _relation), KIND_TYPE: ("Type", _type), KIND_INSERT: ("Insert", _insert),
     KIND_UPDATE: ("Update", _update), KIND_DELETE: ("Delete", _delete), KIND_TRUNCATE: ("Truncate", _truncate),
@@ -721,7 +721,7 @@ def _metric_id(data: bytes, pos: int, index: int, what: str) -> int:
         raise PgOutputError(f"{what}: metric id {raw[:40]!r} is not an integer") from None
 
 
-def metric_ids_of(message: bytes | Message, relations: RelationCache) -> tuple[int, ...]:
+def metric_ids_of(message: bytes | bytearray | memoryview | Message, relations: RelationCache) -> tuple[int, ...]:
     """Metric ids a row change touches: ``()`` for other messages and for tables outside METRIC_ID_COLUMNS.
 
     The fast path: given raw message bytes, reads the relid and walks the tuple only up to the id
@@ -729,12 +729,12 @@ def metric_ids_of(message: bytes | Message, relations: RelationCache) -> tuple[i
     the id in the key (or old) tuple; Update → the new row's id, preceded by the old one when a
     ``K``/``O`` tuple shows the row moved to another metric. The relation must be in ``relations``.
     """
-    if type(message) is not bytes:
-        if isinstance(message, bytearray | memoryview):
-            message = bytes(message)
-        else:
-            return _metric_ids_of_decoded(message, relations)  # type: ignore[arg-type]
-    data: bytes = message  # type: ignore[assignment]
+    if type(message) is bytes:  # the hot path: one change of a million
+        data = message
+    elif isinstance(message, bytes | bytearray | memoryview):
+        data = bytes(message)
+    else:
+        return _metric_ids_of_decoded(message, relations)
     if not data:
         raise PgOutputError("empty message")
     kind = data[0]

@@ -1,6 +1,6 @@
 """Logical replication slot helpers over plain SQL (psycopg 3; no Django).
 
-Why polling with peek + advance (SYSTEM.md §7)
+Why polling with peek + advance (docs/cdc.md)
 ----------------------------------------------
 psycopg 3 has no replication-protocol API, so ``cdc_consume`` reads the slot through the SQL
 interface: ``pg_logical_slot_peek_binary_changes`` returns decoded pgoutput messages *without*
@@ -59,6 +59,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from cdcsync.pgoutput import parse_lsn
+from metasync.db import scalar
 
 __all__ = ["advance", "ensure_slot", "flush_lsn", "iter_peek", "peek", "slot_status", "verify_publication"]
 
@@ -111,7 +112,7 @@ def verify_publication(conn: psycopg.Connection, publication: str, expected_tabl
     replica identity that lets a DELETE carry its key.
     """
     problems: list[str] = []
-    wal_level = conn.execute("SHOW wal_level").fetchone()[0]
+    wal_level = scalar(conn, "SHOW wal_level")
     if wal_level != "logical":
         problems.append(f"wal_level is {wal_level!r}, logical decoding needs 'logical' (server restart)")
     pub = conn.execute(
@@ -205,7 +206,7 @@ def iter_peek(
 
 def flush_lsn(conn: psycopg.Connection) -> str:
     """The server's WAL flush position: the ``upto_lsn`` bound of a poll (see the module docstring)."""
-    return conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0]
+    return str(scalar(conn, "SELECT pg_current_wal_flush_lsn()::text"))
 
 
 def advance(conn: psycopg.Connection, slot: str, lsn: str) -> str:
@@ -222,8 +223,7 @@ def advance(conn: psycopg.Connection, slot: str, lsn: str) -> str:
     if row[0] is not None and parse_lsn(row[0]) >= target:
         return row[0]
     try:
-        (end,) = conn.execute("SELECT end_lsn::text FROM pg_replication_slot_advance(%s, %s::pg_lsn)",
-                              (slot, lsn)).fetchone()
+        end = scalar(conn, "SELECT end_lsn::text FROM pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, lsn))
     except psycopg.errors.ObjectNotInPrerequisiteState:
         # "cannot advance replication slot to X, minimum is Y": another consumer got further meanwhile.
         row = conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",

@@ -1,4 +1,4 @@
-"""A contract-faithful fake of the Canary historian (CANARY_API.md) for dev, demo, tests and benchmarks.
+"""A contract-faithful fake of the Canary historian (docs/canary-api.md) for dev, demo, tests and benchmarks.
 
 Never used in production. Pure stdlib (no Django): :class:`CanaryMock` holds the state and answers
 requests (:meth:`CanaryMock.handle`), :func:`make_server` puts it behind a ``ThreadingHTTPServer``,
@@ -14,7 +14,7 @@ Contract endpoints (``POST``, JSON bodies, ``Content-Type: application/json``, H
   the Views API on its own port (55236); the mock serves both APIs on one port, with one apiToken
   (body ``apiToken`` or ``Authorization: Bearer``).
 
-Decisions where CANARY_API.md is silent, and where the mock is deliberately stricter (each is a test
+Decisions where docs/canary-api.md is silent, and where the mock is deliberately stricter (each is a test
 aid: it makes a client mistake loud, it does not claim Canary behaves so):
 
 - The ``null`` row value is accepted as metasync's documented *removal marker*: the property's
@@ -47,7 +47,7 @@ aid: it makes a client mistake loud, it does not claim Canary behaves so):
 - The project's own budget (≤ 1 MB and ≤ 100 tags per body) is measured, not enforced:
   ``over_budget_requests`` in the stats.
 
-Fault injection (test aids; CANARY_API.md documents no HTTP error codes and no rate limit). They apply
+Fault injection (test aids; docs/canary-api.md documents no HTTP error codes and no rate limit). They apply
 to the Write API only; the Views read-back stays reliable because tests use it as their oracle:
 
 - ``error_rate``: that fraction of requests is answered HTTP 500/502/503 at random (``seed``),
@@ -691,7 +691,7 @@ class CanaryMock:
             effective.update(settings)
             if "clientTimeout" not in settings:  # the mock's default inactivity timeout (the contract's: 60 s)
                 effective["clientTimeout"] = round(self.session_timeout * 1000)
-        if problems:
+        if problems or not isinstance(historians, list):
             return _errors(problems)
         unsafe = [key for key in UNSAFE_SETTINGS if effective[key]]
         new_token = secrets.token_urlsafe(24)
@@ -787,8 +787,8 @@ class CanaryMock:
         token = body.get("sessionToken")
         with self._lock:
             session = self._session(token)
-            if isinstance(session, str):
-                return _bad_session(session)
+            if isinstance(session, str) or not isinstance(token, str):
+                return _bad_session(session if isinstance(session, str) else "no session token was given")
             problems = _unknown_keys(body, ("sessionToken",), "revokeSessionToken")
             if problems:
                 return _errors(problems)
@@ -807,7 +807,7 @@ class CanaryMock:
         tags = body.get("tags")
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             problems.append(f"tags must be a list of tag paths, got {_show(tags)}")
-        if problems:
+        if problems or not isinstance(tags, list):
             return _errors(problems, properties={})
         with self._lock:
             properties = {tag: self._visible(tag) for tag in tags}

@@ -32,7 +32,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ingest.sparkplug import DataType, MetricSpec, encode_birth
+from sparkplug.codec import MetricSpec, encode_birth
+from sparkplug.datatypes import DataType
 
 __all__ = [
     "PROPERTY_TYPES",

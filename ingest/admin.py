@@ -6,8 +6,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from catalog.admin import ReadOnlyAdminMixin
 from ingest.models import BirthFrame
+from metasync.admin import ReadOnlyAdminMixin
 
 
 @admin.register(BirthFrame)

@@ -1,4 +1,4 @@
-"""Writing frames into the birth ledger (the claim check: the bytes stay in PostgreSQL)."""
+"""The birth ledger's storage: frames in, payloads out (the claim check: the bytes stay in PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import psycopg
 from django.db import connection
+
+from metasync.db import scalar
 
 
 def store_frame(topic: str, payload: bytes, received_at: datetime | None = None) -> int:
@@ -44,8 +46,7 @@ def store_frame_file(topic: str, path: Path) -> int:
             size += len(chunk)
     connection.ensure_connection()
     conn = connection.connection
-    (frame_id,) = conn.execute(
-        "SELECT nextval(pg_get_serial_sequence('uns_meta.birth_frames', 'id'))").fetchone()  # type: ignore[misc]
+    frame_id = scalar(conn, "SELECT nextval(pg_get_serial_sequence('uns_meta.birth_frames', 'id'))")
 
     def field(data: bytes) -> bytes:
         return struct.pack("!i", len(data)) + data
@@ -62,3 +63,22 @@ def store_frame_file(topic: str, path: Path) -> int:
                 cp.write(chunk)
         cp.write(struct.pack("!h", -1))
     return int(frame_id)
+
+
+PAYLOAD_SLICE = 16 * 1024 * 1024
+
+
+def read_payload(conn: psycopg.Connection, frame_id: int) -> bytearray:
+    """A frame's bytes, read in slices into one buffer: a whole-value fetch would hold the
+    payload twice (driver result + Python bytes), hundreds of MB for a huge birth."""
+    size = scalar(conn, "SELECT coalesce(octet_length(payload), 0) FROM uns_meta.birth_frames WHERE id = %s",
+                  (frame_id,))
+    buffer = bytearray(size)
+    with psycopg.Cursor(conn) as cur:  # server-side binding: binary results allowed
+        for offset in range(0, size, PAYLOAD_SLICE):
+            cur.execute("SELECT substring(payload FROM %s FOR %s) FROM uns_meta.birth_frames WHERE id = %s",
+                        (offset + 1, PAYLOAD_SLICE, frame_id), binary=True)
+            (piece,) = cur.fetchone() or (b"",)
+            buffer[offset:offset + len(piece)] = piece
+            del piece
+    return buffer

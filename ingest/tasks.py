@@ -1,4 +1,4 @@
-"""Celery tasks of the births queue: thin callers of catalog.apply and the ledger."""
+"""Celery tasks of the births queue: thin callers of the ledger's processing (ingest.processing)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 from prometheus_client import Counter, Histogram
 
-from catalog import apply
+from ingest import processing
 from metasync.logging import bind
 
 log = logging.getLogger(__name__)
@@ -43,13 +43,13 @@ def process_birth(frame_id: int) -> str:
     """Apply ledger frame ``frame_id`` to the catalog (idempotent: safe to run twice)."""
     with bind(cid=f"frame-{frame_id}", frame_id=frame_id):
         started = time.monotonic()
-        outcome = apply.process_birth(frame_id)
+        outcome = processing.process_frame(frame_id)
         _count(outcome, time.monotonic() - started)
         log.info("frame %s %s %s %s", frame_id, outcome.status, outcome.counts or "", outcome.reason[:500])
     return outcome.status
 
 
-def _count(outcome: apply.Outcome, seconds: float) -> None:
+def _count(outcome: processing.Outcome, seconds: float) -> None:
     if outcome.reason == "already processed":  # a redelivery: counted when it was processed
         BIRTHS.labels("redelivered").inc()
         return
@@ -73,7 +73,7 @@ def requeue_stuck_frames(limit: int = 1000) -> int:
             " ORDER BY id LIMIT %s", [cutoff, limit])
         ids = [row[0] for row in cur.fetchall()]
     for frame_id in ids:
-        process_birth.apply_async(args=[frame_id], queue="births")
+        process_birth.apply_async(args=(frame_id,), queue="births")
     if ids:
         log.warning("re-enqueued %d ledger frame(s) stuck in 'received'", len(ids), extra={"frame_ids": ids})
     return len(ids)

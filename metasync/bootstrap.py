@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from metasync.env import ConfigError
@@ -17,8 +18,6 @@ from metasync.env import ConfigError
 def configure_or_exit() -> None:
     """Load Django settings now; on a configuration error print one line and exit 2."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "metasync.settings")
-    from django.conf import settings
-
     try:
         settings.INSTALLED_APPS  # noqa: B018 - forces the settings module to load
     except (ConfigError, ImproperlyConfigured) as exc:

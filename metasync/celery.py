@@ -33,7 +33,10 @@ import tempfile
 from pathlib import Path
 
 from celery import Celery, signals
+from django.conf import settings
+from django.db import close_old_connections
 
+from metasync import logging as metasync_logging
 from metasync.bootstrap import configure_or_exit
 
 configure_or_exit()
@@ -66,8 +69,6 @@ def _remove_orphaned_metrics_dirs() -> None:
 
 def _enable_multiprocess_metrics() -> str | None:
     """Point prometheus_client at a fresh per-worker directory; returns it (None: metrics off)."""
-    from django.conf import settings
-
     if _celery_subcommand() != "worker" or not settings.WORKER_METRICS_PORT:
         return None
     process = "".join(c if c.isalnum() or c in "-_" else "_" for c in settings.METASYNC_PROCESS)
@@ -78,7 +79,7 @@ def _enable_multiprocess_metrics() -> str | None:
         # Celery loads its CLI plug-ins before `-A metasync`, and Flower's imports prometheus_client
         # (for metrics of its own). The value store is chosen at import time: choose again. Every
         # metric created from now on - all of metasync's, their modules load later - is shared.
-        from prometheus_client import REGISTRY, values
+        from prometheus_client import REGISTRY, values  # noqa: PLC0415 - only once it was imported already
 
         values.ValueClass = values.get_value_class()
         early = sorted(name for name in getattr(REGISTRY, "_names_to_collectors", {}) if name.startswith("metasync_"))
@@ -89,6 +90,9 @@ def _enable_multiprocess_metrics() -> str | None:
 
 METRICS_DIR = _enable_multiprocess_metrics()
 
+# Creates metrics: imported only now that the value store is chosen (see the module docstring).
+from metasync import metrics  # noqa: E402
+
 app = Celery("metasync")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
@@ -98,17 +102,11 @@ app.autodiscover_tasks()
 @signals.setup_logging.connect
 def _configure_logging(**kwargs: object) -> None:
     """A receiver here stops Celery from installing its own root handlers and plain format."""
-    from django.conf import settings
-
     logging.config.dictConfig(settings.LOGGING)
 
 
 @signals.task_prerun.connect
 def _bind_task(task_id: str | None = None, task: object = None, **kwargs: object) -> None:
-    from django.db import close_old_connections
-
-    from metasync import logging as metasync_logging
-
     # Connections are kept across tasks (CELERY_DB_REUSE_MAX); drop one that broke (e.g. a
     # PostgreSQL restart) or outlived CONN_MAX_AGE before the task uses it.
     close_old_connections()
@@ -117,8 +115,6 @@ def _bind_task(task_id: str | None = None, task: object = None, **kwargs: object
 
 @signals.task_postrun.connect
 def _unbind_task(**kwargs: object) -> None:
-    from metasync import logging as metasync_logging
-
     metasync_logging.replace()
 
 
@@ -126,40 +122,28 @@ def _unbind_task(**kwargs: object) -> None:
 @signals.worker_init.connect
 def _start_metrics_server(**kwargs: object) -> None:
     if METRICS_DIR:
-        from django.conf import settings
-
-        from metasync import metrics
-
         metrics.start_worker_exporter(settings.WORKER_METRICS_PORT, METRICS_DIR)
 
 
 @signals.worker_process_init.connect
 def _child_started(**kwargs: object) -> None:
     if METRICS_DIR:
-        from metasync import metrics
-
         metrics.worker_child_started()
 
 
 @signals.worker_process_shutdown.connect
 def _child_exiting(pid: int | None = None, **kwargs: object) -> None:
     if METRICS_DIR:
-        from metasync import metrics
-
         metrics.worker_child_exited(pid or os.getpid())
 
 
 @signals.heartbeat_sent.connect
 def _heartbeat(**kwargs: object) -> None:
     if METRICS_DIR:
-        from metasync import metrics
-
         metrics.worker_heartbeat()
 
 
 @signals.worker_shutdown.connect
 def _stop_metrics_server(**kwargs: object) -> None:
     if METRICS_DIR:
-        from metasync import metrics
-
         metrics.stop_worker_exporter()

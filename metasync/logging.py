@@ -1,5 +1,5 @@
-"""Structured logs for every process (SYSTEM.md §9): one JSON object per line, correlation ids,
-secrets redacted.
+"""Structured logs for every process: one JSON object per line, correlation ids, secrets redacted
+(docs/architecture.md, "Logs").
 
 ``settings.LOGGING`` wires the pieces below to every handler (console and the optional rotating
 file), so they apply to every logger, third-party ones included:
@@ -17,8 +17,6 @@ file), so they apply to every logger, third-party ones included:
   for humans at a terminal).
 - :class:`RotatingFileHandler`: size-based rotation that stays correct when several processes
   (Celery's prefork children) write the same file.
-
-No Django import at module level: ``ingest.mqtt`` and friends import :func:`bind`.
 """
 
 from __future__ import annotations
@@ -37,9 +35,12 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from django.conf import settings
 from django.views.debug import SafeExceptionReporterFilter
 from pythonjsonlogger.core import RESERVED_ATTRS, merge_record_extra
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
+
+from metasync.env import REGISTRY
 
 REDACTED = "***"
 
@@ -151,8 +152,6 @@ def _forms(value: str) -> set[str]:
 
 
 def _secret_names() -> tuple[str, ...]:
-    from metasync.env import REGISTRY
-
     return tuple(sorted(name for name, var in REGISTRY.items() if var.secret))
 
 
@@ -176,8 +175,6 @@ def _environment_secrets(names: tuple[str, ...]) -> frozenset[str]:
 def _settings_values(names: tuple[str, ...]) -> tuple[str | None, ...]:
     """The same secrets as the settings hold them now (tests and ``override_settings`` change them)."""
     try:
-        from django.conf import settings
-
         if not settings.configured:
             return ()
         values = [getattr(settings, _SETTING_OF.get(name, name), None) for name in names]
@@ -392,3 +389,10 @@ class SecretSettingsReporterFilter(SafeExceptionReporterFilter):
     (DATABASE_ADMIN_URL, REDIS_URL …) that carry passwords."""
 
     hidden_settings = re.compile("API|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|URL|DSN|AUTH", flags=re.I)
+
+
+def id_span(ids: list[int]) -> str:
+    """Ids for a log line: a few, or a range."""
+    if len(ids) <= 5:
+        return ", ".join(map(str, ids))
+    return f"{ids[0]} … {ids[-1]}"

@@ -13,11 +13,6 @@ removed (``mark_process_dead``) — in the child itself on a clean exit, and by 
 scrape for children that were killed — as are its per-pid ``all`` gauges, which would
 otherwise be reported forever. The HTTP server runs in a thread of the main process; a child
 forked later inherits its listening socket and closes it at once.
-
-**Web.** django-prometheus's request/response metrics plus a few ``metasync_`` gauges read
-from the database at scrape time (ledger backlog, batches in flight). Under gunicorn with
-several workers set ``PROMETHEUS_MULTIPROC_DIR`` for gunicorn too (docs/metrics.md); the view
-then aggregates like the Celery exporter.
 """
 
 from __future__ import annotations
@@ -28,11 +23,11 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest, multiprocess, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Gauge, multiprocess, start_http_server
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -135,70 +130,3 @@ def stop_worker_exporter() -> None:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path and os.path.basename(path).startswith("metasync-metrics-"):
         shutil.rmtree(path, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Web
-
-
-class AppStateCollector(Collector):
-    """Pipeline state read from the database at scrape time (web process only)."""
-
-    def describe(self) -> Iterable[Metric]:
-        return list(self._families())
-
-    @staticmethod
-    def _families() -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily("metasync_ledger_received_frames",
-                                "Ledger frames waiting for process_birth (status received)")
-        yield GaugeMetricFamily("metasync_ledger_oldest_received_age_seconds",
-                                "Age of the oldest ledger frame still waiting for process_birth")
-        yield GaugeMetricFamily("metasync_sync_batches_in_flight", "Push batches not yet answered by Canary",
-                                labels=["status"])
-        yield GaugeMetricFamily("metasync_sync_inflight_metrics", "Metrics in a push batch not yet acknowledged")
-        yield GaugeMetricFamily("metasync_state_query_ok", "1 when the web could read the pipeline state above")
-
-    def collect(self) -> Iterable[Metric]:
-        from django.db import DatabaseError, connection, transaction
-
-        from cdcsync.status import pending_status
-
-        received, batches, inflight, families = None, None, None, list(self._families())
-        try:
-            with transaction.atomic(), connection.cursor() as cur:
-                cur.execute("SET LOCAL statement_timeout = 2000")
-                cur.execute("SELECT count(*), coalesce(extract(epoch FROM now() - min(received_at)), 0)"
-                            " FROM uns_meta.birth_frames WHERE status = 'received'")
-                received = cur.fetchone()
-                backlog = pending_status()  # the figures cdc_status and the watchdogs use
-                batches, inflight = backlog["batches"], backlog["inflight"]
-        except DatabaseError as exc:
-            log.warning("metrics: pipeline state not readable (%s)", exc.__class__.__name__)
-        ok = received is not None
-        if ok:
-            families[0].add_metric([], received[0])
-            families[1].add_metric([], float(received[1]))
-            for status in ("queued", "sending"):
-                families[2].add_metric([status], batches.get(status, 0))  # type: ignore[union-attr]
-            families[3].add_metric([], inflight)
-        families[4].add_metric([], 1 if ok else 0)
-        return families
-
-
-_app_registry = CollectorRegistry(auto_describe=False)
-_app_registry.register(AppStateCollector())
-
-
-def process_registry() -> CollectorRegistry:
-    """This process's metrics, or all processes' when PROMETHEUS_MULTIPROC_DIR is set (gunicorn)."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    return worker_registry(path) if path else REGISTRY
-
-
-def metrics_view(request):  # type: ignore[no-untyped-def]
-    """``/metrics`` of the web process (replaces django-prometheus's view, same content plus app state)."""
-    from django.http import HttpResponse
-    from prometheus_client import CONTENT_TYPE_LATEST
-
-    body = generate_latest(process_registry()) + generate_latest(_app_registry)
-    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -48,12 +48,18 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "django_prometheus",
-    # the flow: MQTT -> ingest -> catalog -> cdcsync -> canary
+    # the flow: MQTT -> ingest -> catalog -> cdcsync -> canary, watched by monitoring
     "catalog",
     "ingest",
     "cdcsync",
     "canary",
+    "monitoring",
 ]
+# Development and test aids (Canary mock, edge simulator, demo users): on in the dev stack and
+# the tests, off in production (docs/architecture.md).
+METASYNC_DEVTOOLS = env.boolean("METASYNC_DEVTOOLS", False)
+if METASYNC_DEVTOOLS:
+    INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
@@ -152,7 +158,8 @@ CELERY_TASK_QUEUES = [Queue("births"), Queue("canary"), Queue("default")]
 CELERY_TASK_ROUTES = {
     "ingest.tasks.prune_ledger": {"queue": "default"},
     "ingest.tasks.*": {"queue": "births"},
-    "cdcsync.tasks.*": {"queue": "default"},
+    "monitoring.tasks.*": {"queue": "default"},
+    "cdcsync.tasks.watchdogs": {"queue": "default"},  # monitoring.tasks.watchdogs's old name
     "canary.tasks.push_batches": {"queue": "canary"},
     "canary.tasks.keepalive": {"queue": "canary"},
     "canary.tasks.*": {"queue": "default"},
@@ -183,7 +190,7 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "canary", "expires": 15},
     },
     "watchdogs": {
-        "task": "cdcsync.tasks.watchdogs",
+        "task": "monitoring.tasks.watchdogs",
         "schedule": 60.0,
         "options": {"queue": "default", "expires": 60},
     },

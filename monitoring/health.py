@@ -21,12 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 
+import psycopg
+import redis
 from django.conf import settings
+from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from metasync.logging import redact
+from metasync.mqtt import tls_context
 
 
 @dataclass
@@ -57,9 +61,6 @@ def _describe(exc: BaseException) -> str:
 
 def check_database(timeout: float) -> dict[str, object]:
     """A fresh connection (not Django's pooled one: its reuse would hide a server that is gone)."""
-    import psycopg
-    from django.db import connection
-
     params = connection.get_connection_params()
     params.pop("cursor_factory", None)
     params["application_name"] = f"{settings.METASYNC_PROCESS}-readyz"
@@ -72,8 +73,6 @@ def check_database(timeout: float) -> dict[str, object]:
 
 
 def check_redis(timeout: float) -> dict[str, object]:
-    import redis
-
     client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
         if not client.ping():
@@ -90,8 +89,6 @@ def check_mqtt(timeout: float) -> dict[str, object]:
     with socket.create_connection((host, port), timeout=timeout) as sock:
         if not settings.MQTT_TLS:
             return {"tls": False}
-        from ingest.mqtt import tls_context
-
         with tls_context(settings.MQTT_CA_FILE).wrap_socket(sock, server_hostname=host) as tls:
             return {"tls": tls.version()}
 

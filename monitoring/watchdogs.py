@@ -1,6 +1,6 @@
-"""Watchdogs: the conditions of ``ops/prometheus/alerts.yml`` checked in-process (issue 5 item 4).
+"""Watchdogs: the conditions of ``ops/prometheus/alerts.yml`` checked in-process.
 
-Beat runs :func:`cdcsync.tasks.watchdogs` every minute. :func:`run_checks` reads the database,
+Beat runs :func:`monitoring.tasks.watchdogs` every minute. :func:`run_checks` reads the database,
 the replication slot and Redis and returns one :class:`CheckResult` per condition;
 :func:`report` logs each problem (WARNING), counts it in ``metasync_watchdog_alerts_total{check}``
 and publishes one JSON event per run — problems or not, so the plant monitoring side also sees
@@ -41,9 +41,17 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pybreaker
 from django.conf import settings
 from django.db import connection
 from prometheus_client import Counter, Gauge
+
+from canary.breaker import breaker
+from cdcsync.consumer import replication_connection
+from cdcsync.slot import slot_status
+from metasync.mqtt import config_from_settings, make_client
+from metasync.redis_client import redis_client
+from monitoring.pipeline import pending_status
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +161,6 @@ def check_canary_failures(th: Thresholds) -> CheckResult:
 
 
 def check_circuit_open(th: Thresholds, now: float | None = None) -> CheckResult:
-    import pybreaker
-
-    from canary.breaker import breaker, redis_client
-
     now = time.time() if now is None else now
     cb = breaker()
     state = cb.current_state
@@ -203,8 +207,6 @@ def evaluate_slot(status: dict[str, Any] | None, slot: str, th: Thresholds, stal
 
 def _stalled_for(slot: str, status: dict[str, Any] | None, now: float) -> float:
     """Seconds the slot's confirmed position has stood still while WAL waited for it (Redis memory)."""
-    from canary.breaker import redis_client
-
     r = redis_client()
     key = f"{REDIS_PREFIX}:slot:{slot}"
     if status is None:
@@ -212,7 +214,8 @@ def _stalled_for(slot: str, status: dict[str, Any] | None, now: float) -> float:
         return 0.0
     lsn = status.get("confirmed_flush_lsn") or ""
     stored = r.hgetall(key)
-    if stored.get(b"lsn", b"").decode() != lsn or not status.get("lag_bytes"):
+    stored_lsn = stored.get(b"lsn", b"")
+    if (stored_lsn.decode() if isinstance(stored_lsn, bytes) else stored_lsn) != lsn or not status.get("lag_bytes"):
         # Moved, or caught up (nothing waits): the clock starts again now.
         r.hset(key, mapping={"lsn": lsn, "since": now})
         r.expire(key, 7 * 86400)
@@ -221,9 +224,6 @@ def _stalled_for(slot: str, status: dict[str, Any] | None, now: float) -> float:
 
 
 def check_slot(th: Thresholds, now: float | None = None) -> list[CheckResult]:
-    from cdcsync.consumer import replication_connection
-    from cdcsync.slot import slot_status
-
     now = time.time() if now is None else now
     slot = settings.CDC_SLOT
     with replication_connection() as conn:
@@ -232,13 +232,11 @@ def check_slot(th: Thresholds, now: float | None = None) -> list[CheckResult]:
 
 
 def check_backlog_age(th: Thresholds) -> CheckResult:
-    from cdcsync.status import pending_status
-
     p = pending_status()
-    age = float(p["oldest_age_seconds"])  # type: ignore[arg-type]
+    age = p.oldest_age_seconds
     old = age > th.backlog_age_seconds
     return _result("backlog_age", old, round(age, 1), th.backlog_age_seconds,
-                   f"{p['pending']} metric(s) pending, {p['due']} due, oldest change {age:.0f}s old"
+                   f"{p.pending} metric(s) pending, {p.due} due, oldest change {age:.0f}s old"
                    + ("; due changes are not pushed: check beat, the workers and the Canary circuit" if old else ""))
 
 
@@ -288,8 +286,6 @@ def event(results: list[CheckResult], at: datetime | None = None) -> dict[str, A
 
 def publish(payload: dict[str, Any], topic_name: str | None = None, timeout: float | None = None) -> bool:
     """Publish ``payload`` as JSON (QoS 1, not retained) on a short-lived connection; never raises."""
-    from ingest.mqtt import config_from_settings, make_client
-
     topic_name = topic_name or topic()
     timeout = float(timeout or _setting("WATCHDOG_PUBLISH_TIMEOUT_SECONDS", 10))
     deadline = time.monotonic() + timeout

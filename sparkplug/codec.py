@@ -21,9 +21,9 @@ Metric numbers in messages (``metric #12``) are 0-based positions in the payload
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import (
     descriptor_pb2,
@@ -32,12 +32,11 @@ from google.protobuf import (
     message_factory,
 )
 from google.protobuf.message import DecodeError as _PbDecodeError
-from google.protobuf.message import Message
 
-from ingest import sparkplug_b_pb2 as pb
+from sparkplug import sparkplug_b_pb2 as pb
+from sparkplug.datatypes import DataType
 
 __all__ = [
-    "DataType",
     "DecodeError",
     "MetricSpec",
     "PayloadHeader",
@@ -50,48 +49,13 @@ __all__ = [
 ]
 
 
+Buffer = bytes | bytearray | memoryview  # a payload as ingest holds it
+# A protobuf message of the schema or of its bytes view; its fields are only known at run time.
+ProtoMessage = Any
+
+
 class DecodeError(ValueError):
     """A payload (or part of it) is not a valid Sparkplug B protobuf; the message says where."""
-
-
-class DataType(enum.IntEnum):
-    """Sparkplug B data types (Sparkplug 3.0.0 §6.4.16)."""
-
-    Unknown = 0
-    Int8 = 1
-    Int16 = 2
-    Int32 = 3
-    Int64 = 4
-    UInt8 = 5
-    UInt16 = 6
-    UInt32 = 7
-    UInt64 = 8
-    Float = 9
-    Double = 10
-    Boolean = 11
-    String = 12
-    DateTime = 13
-    Text = 14
-    UUID = 15
-    DataSet = 16
-    Bytes = 17
-    File = 18
-    Template = 19
-    PropertySet = 20
-    PropertySetList = 21
-    Int8Array = 22
-    Int16Array = 23
-    Int32Array = 24
-    Int64Array = 25
-    UInt8Array = 26
-    UInt16Array = 27
-    UInt32Array = 28
-    UInt64Array = 29
-    FloatArray = 30
-    DoubleArray = 31
-    BooleanArray = 32
-    StringArray = 33
-    DateTimeArray = 34
 
 
 _DATATYPE_CODES = frozenset(int(t) for t in DataType)
@@ -132,7 +96,7 @@ _T = descriptor_pb2.FieldDescriptorProto
 _VIEW_PACKAGE = "metasync.sparkplug_view"
 
 
-def _build_view_classes() -> tuple[type[Message], type[Message]]:
+def _build_view_classes() -> tuple[Any, Any]:
     """Message classes for ``MetricHead`` and ``PropertySet`` in the bytes view."""
     src = descriptor_pb2.FileDescriptorProto()
     pb.DESCRIPTOR.CopyToProto(src)
@@ -309,13 +273,13 @@ def _walk_payload(buf: bytes | memoryview) -> Iterator[tuple[int, int, int, int]
         yield field, wire, a, b
 
 
-def _as_buffer(data: bytes | bytearray | memoryview) -> bytes | memoryview:
+def _as_buffer(data: Buffer) -> bytes | memoryview:
     if isinstance(data, bytes):
         return data
     return memoryview(data).cast("B")  # indexable as ints, sliceable without copies
 
 
-def read_header(data: bytes | memoryview) -> PayloadHeader:
+def read_header(data: Buffer) -> PayloadHeader:
     """timestamp / seq / uuid of a payload; metrics are skipped, not parsed."""
     buf = _as_buffer(data)
     timestamp = seq = None
@@ -333,7 +297,7 @@ def read_header(data: bytes | memoryview) -> PayloadHeader:
     return PayloadHeader(timestamp=timestamp, seq=seq, uuid=uuid)
 
 
-def iter_metrics(data: bytes | memoryview) -> Iterator[RawMetric]:
+def iter_metrics(data: Buffer) -> Iterator[RawMetric]:
     """Stream the metrics of a Payload, one small parse per metric.
 
     Validates the framing of the whole payload and of each metric, the metric's name (UTF-8)
@@ -461,13 +425,13 @@ def _type_problem(t: int) -> str:
     return f"unknown property type {t}"
 
 
-def _decode_set(ps: Message, where: str, path: list[str], nested: bool) -> dict:
+def _decode_set(ps: ProtoMessage, where: str, path: list[str], nested: bool) -> dict:
     """Decode one parsed PropertySet view.
 
     Top level: ``{key: (type, value)}``. Nested: ``{key: {"type": name, "value": value}}``.
     """
-    keys = ps.keys  # type: ignore[attr-defined]
-    values = ps.values  # type: ignore[attr-defined]
+    keys = ps.keys
+    values = ps.values
     if len(keys) != len(values):
         raise DecodeError(
             f"{_context(where, path)}property set: {len(keys)} keys but {len(values)} values"
@@ -511,12 +475,12 @@ def _decode_set(ps: Message, where: str, path: list[str], nested: bool) -> dict:
     return out
 
 
-def _decode_nested(t: int, value: Message, where: str, path: list[str]) -> object:
+def _decode_nested(t: int, value: ProtoMessage, where: str, path: list[str]) -> object:
     if t == DataType.PropertySet:
         return _decode_set(value, where, path, nested=True)
     return [
         _decode_set(ps, where, [*path[:-1], f"{path[-1]}[{i}]"], nested=True)
-        for i, ps in enumerate(value.propertyset)  # type: ignore[attr-defined]
+        for i, ps in enumerate(value.propertyset)
     ]
 
 
@@ -542,7 +506,7 @@ def decode_properties(raw: bytes, *, where: str = "") -> dict[str, tuple[int, ob
 
 
 def payload_from_json(text: str | bytes) -> bytes:
-    """Binary payload from protobuf's JSON mapping of a ``Payload`` (as in shared/fixtures)."""
+    """Binary payload from protobuf's JSON mapping of a ``Payload`` (as in fixtures/)."""
     try:
         message = json_format.Parse(text, pb.Payload())
     except json_format.ParseError as exc:
@@ -567,7 +531,7 @@ _UNSIGNED_BITS = {5: 8, 6: 16, 7: 32, 8: 64}
 _ARRAY_TYPES = frozenset(range(22, 35))
 
 
-def _set_int(msg: Message, t: int, value: int, what: str) -> None:
+def _set_int(msg: ProtoMessage, t: int, value: int, what: str) -> None:
     """Store an int of declared type ``t`` in int_value / long_value as Sparkplug does."""
     if t in _SIGNED_BITS:
         bits = _SIGNED_BITS[t]
@@ -575,31 +539,31 @@ def _set_int(msg: Message, t: int, value: int, what: str) -> None:
             raise ValueError(f"{what}: {value} is out of range for {_TYPE_NAMES[t]}")
         # two's complement, sign-extended to the wire field's width
         if bits == 64:
-            msg.long_value = value & _MAX_U64  # type: ignore[attr-defined]
+            msg.long_value = value & _MAX_U64
         else:
-            msg.int_value = value & 0xFFFFFFFF  # type: ignore[attr-defined]
+            msg.int_value = value & 0xFFFFFFFF
         return
     bits = _UNSIGNED_BITS.get(t, 64)  # DateTime: 64-bit ms
     if not 0 <= value < (1 << bits):
         raise ValueError(f"{what}: {value} is out of range for {_TYPE_NAMES[t]}")
     if bits == 64:
-        msg.long_value = value  # type: ignore[attr-defined]
+        msg.long_value = value
     else:
-        msg.int_value = value  # type: ignore[attr-defined]
+        msg.int_value = value
 
 
-def _set_scalar(msg: Message, t: int, value: object, what: str) -> bool:
+def _set_scalar(msg: ProtoMessage, t: int, value: object, what: str) -> bool:
     """Set a basic-type value (shared by metrics and properties); False if ``t`` is not basic."""
     if t in _SIGNED_BITS or t in _UNSIGNED_BITS or t == DataType.DateTime:
         _set_int(msg, t, value, what)  # type: ignore[arg-type]
     elif t == DataType.Float:
-        msg.float_value = value  # type: ignore[attr-defined]
+        msg.float_value = value
     elif t == DataType.Double:
-        msg.double_value = value  # type: ignore[attr-defined]
+        msg.double_value = value
     elif t == DataType.Boolean:
-        msg.boolean_value = value  # type: ignore[attr-defined]
+        msg.boolean_value = value
     elif t in (DataType.String, DataType.Text, DataType.UUID):
-        msg.string_value = value  # type: ignore[attr-defined]
+        msg.string_value = value
     else:
         return False
     return True
@@ -609,27 +573,27 @@ def _type_code(t: object) -> int:
     return DataType[t] if isinstance(t, str) else int(t)  # type: ignore[call-overload]
 
 
-def _fill_property_value(pv: Message, t: int, value: object, here: str) -> None:
-    pv.type = t  # type: ignore[attr-defined]
+def _fill_property_value(pv: ProtoMessage, t: int, value: object, here: str) -> None:
+    pv.type = t
     if value is None:
-        pv.is_null = True  # type: ignore[attr-defined]
-    elif t == DataType.PropertySet:
-        pv.propertyset_value.SetInParent()  # type: ignore[attr-defined]  # empty set stays present
-        _fill_property_set(pv.propertyset_value, value, here)  # type: ignore[attr-defined, arg-type]
-    elif t == DataType.PropertySetList:
-        pv.propertysets_value.SetInParent()  # type: ignore[attr-defined]
-        for item in value:  # type: ignore[attr-defined]
-            _fill_property_set(pv.propertysets_value.propertyset.add(), item, here)  # type: ignore[attr-defined]
+        pv.is_null = True
+    elif t == DataType.PropertySet and isinstance(value, dict):
+        pv.propertyset_value.SetInParent()  # an empty set stays present
+        _fill_property_set(pv.propertyset_value, value, here)
+    elif t == DataType.PropertySetList and isinstance(value, list):
+        pv.propertysets_value.SetInParent()
+        for item in value:
+            _fill_property_set(pv.propertysets_value.propertyset.add(), item, here)
     elif not _set_scalar(pv, t, value, here):
         raise ValueError(f"{here}: type {t} cannot be carried by a property")
 
 
-def _fill_property_set(ps: Message, props: dict, what: str) -> None:
+def _fill_property_set(ps: ProtoMessage, props: dict, what: str) -> None:
     """Nested form: ``{key: {"type": "<TypeName>" or code, "value": v}}``."""
     for key, entry in props.items():
-        ps.keys.append(key)  # type: ignore[attr-defined]
+        ps.keys.append(key)
         here = f"{what} > {key!r}"
-        _fill_property_value(ps.values.add(), _type_code(entry["type"]), entry["value"], here)  # type: ignore[attr-defined]
+        _fill_property_value(ps.values.add(), _type_code(entry["type"]), entry["value"], here)
 
 
 def _encode_varint(n: int) -> bytes:
@@ -662,33 +626,33 @@ def _property_set_field(props: dict, cache: dict) -> bytes:
     values: list[bytes] = []
     for key, (t, value) in props.items():
         # float.hex keeps -0.0 and 0.0 apart (they compare equal but encode differently)
-        ck = (key, t, value.hex() if type(value) is float else value)
+        cacheable: tuple | None = (key, t, value.hex() if type(value) is float else value)
         try:
-            pair = cache.get(ck)
+            pair = cache.get(cacheable)
         except TypeError:  # nested set or list: not hashable, not cached
-            ck, pair = None, None
+            cacheable, pair = None, None
         if pair is None:
             pair = _property_pair(key, t, value)
-            if ck is not None:
+            if cacheable is not None:
                 if len(cache) > 65536:
                     cache.clear()
-                cache[ck] = pair
+                cache[cacheable] = pair
         keys.append(pair[0])
         values.append(pair[1])
     return _length_delimited(b"\x4a", b"".join(keys) + b"".join(values))
 
 
-def _set_metric_value(m: Message, t: int, value: object, what: str) -> None:
+def _set_metric_value(m: ProtoMessage, t: int, value: object, what: str) -> None:
     if value is None:
-        m.is_null = True  # type: ignore[attr-defined]
+        m.is_null = True
     elif _set_scalar(m, t, value, what):
         pass
     elif t in (DataType.Bytes, DataType.File) or t in _ARRAY_TYPES:
-        m.bytes_value = value  # type: ignore[attr-defined]
+        m.bytes_value = value
     elif t == DataType.DataSet:
-        m.dataset_value.CopyFrom(value)  # type: ignore[attr-defined]
+        m.dataset_value.CopyFrom(value)
     elif t == DataType.Template:
-        m.template_value.CopyFrom(value)  # type: ignore[attr-defined]
+        m.template_value.CopyFrom(value)
     else:
         raise ValueError(f"{what}: a metric of type {t} cannot carry a value")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import itertools
 import uuid
 
-from catalog.apply import Outcome, process_birth
 from ingest.ledger import store_frame
-from ingest.sparkplug import DataType, MetricSpec, encode_birth
+from ingest.processing import Outcome, process_frame
+from sparkplug.codec import MetricSpec, encode_birth
+from sparkplug.datatypes import DataType
 
 _ts = itertools.count(1_700_000_000_000, 1000)
 
@@ -47,4 +48,4 @@ def birth(*metrics: MetricSpec, ts: int | None = None) -> bytes:
 
 def receive(topic_name: str, payload: bytes) -> Outcome:
     """Store a frame in the ledger and apply it, as the ingest path does."""
-    return process_birth(store_frame(topic_name, payload))
+    return process_frame(store_frame(topic_name, payload))

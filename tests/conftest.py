@@ -13,12 +13,26 @@ from pathlib import Path
 import pytest
 import redis
 
-from canary.mock import CanaryMock, running
+from devtools.canary_mock import CanaryMock, running
 
 # Test helpers (builders, brokers) are imported as top-level modules.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CANARY_TOKEN = "test-api-token-not-a-secret"
+
+
+
+@pytest.fixture(autouse=True)
+def _clean_uns_meta_after_transactional_tests(request):
+    """Rows a transactional test committed to the catalog schema are removed after it, so no test
+    sees another's (tests/cleanup.py)."""
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    if "transactional_db" in request.fixturenames or bool(marker and marker.kwargs.get("transaction")):
+        from cleanup import truncate_uns_meta
+
+        with request.getfixturevalue("django_db_blocker").unblock():
+            truncate_uns_meta()
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ from prometheus_client.parser import text_string_to_metric_families
 if TYPE_CHECKING:
     import redis
 
-    from canary.mock import CanaryMock, MockHTTPServer
+    from devtools.canary_mock import CanaryMock, MockHTTPServer
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEVSTACK_ENV = BASE_DIR / ".devstack" / "env"
@@ -346,7 +346,7 @@ class Stack:
             "CDC_POLL_SECONDS": "0.2",
         })
         if "canary" in self.components or canary_mock is not None:
-            from canary.mock import CanaryMock, make_server
+            from devtools.canary_mock import CanaryMock, make_server
 
             self.canary = canary_mock or CanaryMock(CANARY_API_TOKEN)
             self.canary_server = make_server("127.0.0.1", 0, self.canary)  # bound now: its URL goes in the env
@@ -618,7 +618,7 @@ def mqtt_config(client_id: str | None = None, **overrides: object):  # -> ingest
     """The devstack broker settings (``config_from_settings``) with a fresh client id."""
     import dataclasses
 
-    from ingest.mqtt import config_from_settings
+    from metasync.mqtt import config_from_settings
 
     config = config_from_settings(client_id or f"test-pub-{uuid.uuid4().hex[:12]}")
     return dataclasses.replace(config, **overrides) if overrides else config
@@ -628,7 +628,7 @@ class Publisher:
     """A connected paho 2 client from ``ingest.mqtt.make_client``; waits for each publish (QoS 1: PUBACK)."""
 
     def __init__(self, config: object | None = None, connect_timeout: float = 15.0) -> None:
-        from ingest.mqtt import make_client
+        from metasync.mqtt import make_client
 
         self.config = config or mqtt_config()
         self.client = make_client(self.config)  # type: ignore[arg-type]
@@ -685,7 +685,8 @@ def publish(topic: str, payload: bytes, *, qos: int = 1, timeout: float = 60.0) 
 
 
 def probe_birth() -> bytes:
-    from ingest.sparkplug import DataType, MetricSpec, encode_birth
+    from sparkplug.codec import MetricSpec, encode_birth
+    from sparkplug.datatypes import DataType
 
     return encode_birth([MetricSpec("probe", DataType.Boolean, value=True)], timestamp=int(time.time() * 1000))
 

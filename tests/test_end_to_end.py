@@ -31,12 +31,12 @@ from django.utils import timezone
 from births import PRODUCTION_PROPS, prod, receive
 from births import birth as encode_prod_birth
 from canary.effective import effective_targets
-from canary.mock import CanaryMock
 from canary.models import PushBatch
 from catalog.models import Device, Metric, MetricProperty
+from devtools.canary_mock import CanaryMock
+from devtools.edge import changing_metrics, synthetic_birth, synthetic_metrics
 from ingest.models import BirthFrame
-from ingest.simulator import changing_metrics, synthetic_birth, synthetic_metrics
-from ingest.sparkplug import MetricSpec
+from sparkplug.codec import MetricSpec
 from stack import BREAKER_STATE_KEY, CANARY_API_TOKEN, Stack, publish, running_stack, scrape, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

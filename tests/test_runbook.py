@@ -29,7 +29,7 @@ def test_runbook_has_checked_commands():
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("command", checked_commands())
 def test_runbook_command_runs(command: str):
-    """Runbook (issue 5): a documented command exits 0."""
+    """Runbook: a documented command exits 0."""
     argv = shlex.split(command)
     argv[0] = sys.executable
     env = {**os.environ, "DATABASE_URL": daemon_database_url(), "METASYNC_PROCESS": "runbook-check"}

@@ -3,6 +3,10 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.unit  # pure: no database, broker or Redis (the `unit` stage of make test)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

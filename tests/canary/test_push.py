@@ -17,7 +17,7 @@ from canary.errors import CanaryUnavailable
 from canary.models import InFlight, PushBatch, SyncState
 from catalog.models import Metric
 from cdcsync.pending import mark_now
-from ingest.sparkplug import DataType as T
+from sparkplug.datatypes import DataType as T
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("canary")]
 
@@ -41,20 +41,27 @@ def device_metrics(device_id: int) -> list[int]:
     return ids
 
 
+class Enqueued(list):
+    """The ``enqueue`` given to the flush and the push: records each call's batch ids (push tasks
+    are called directly here, not through Celery)."""
+
+    def __call__(self, batch_ids: list[int]) -> None:
+        self.append(list(batch_ids))
+
+
 @pytest.fixture
-def enqueued(monkeypatch):
-    """Batch ids the code handed to Celery (push tasks are called directly here)."""
-    calls: list[list[int]] = []
-    monkeypatch.setattr(push, "_enqueue", lambda ids: calls.append(list(ids)))
-    return calls
+def enqueued() -> Enqueued:
+    return Enqueued()
 
 
-def batches_of(n: int, settings, tags_per_batch: int = 1) -> tuple[list[int], list[int]]:
+
+
+def batches_of(n: int, settings, enqueue: push.Enqueue, tags_per_batch: int = 1) -> tuple[list[int], list[int]]:
     """A device of ``n`` production-shaped metrics, all due, flushed: (metric ids, batch ids)."""
     settings.CANARY_BATCH_TAGS = tags_per_batch
     ids = device_metrics(receive(topic(), _birth(n)).device_id)
     mark_now(ids, reason="test")
-    claimed, batch_ids = sync.flush_once()
+    claimed, batch_ids = sync.flush_once(enqueue)
     assert claimed == n
     return ids, batch_ids
 
@@ -77,7 +84,7 @@ def test_a_push_task_sends_its_batches_concurrently_and_acknowledges_them_togeth
     nothing left in flight, one storeData per batch."""
     settings.CANARY_PUSH_THREADS = 4
     canary.set_faults(latency_ms=50)
-    ids, batch_ids = batches_of(12, settings)
+    ids, batch_ids = batches_of(12, settings, enqueued)
     assert len(batch_ids) == 12 and enqueued == [batch_ids]  # one task's worth, enqueued after commit
     senders: set[str] = set()
     real_send = push._send
@@ -87,7 +94,7 @@ def test_a_push_task_sends_its_batches_concurrently_and_acknowledges_them_togeth
         return real_send(*args)
 
     monkeypatch.setattr(push, "_send", send)
-    outcome = push.push_batches(batch_ids)
+    outcome = push.push_batches(batch_ids, enqueued)
 
     assert len(senders) > 1 and all(name.startswith("canary-push") for name in senders), senders
 
@@ -100,17 +107,18 @@ def test_a_push_task_sends_its_batches_concurrently_and_acknowledges_them_togeth
                                                        targets[state.metric_id].properties)
         assert canary.properties(state.canary_id) == state.properties
     assert canary.stats()["requests_by_method"]["storeData"] == 12
-    assert push.push_batches(batch_ids).skipped == 12  # done already: nothing is sent twice
+    assert push.push_batches(batch_ids, enqueued).skipped == 12  # done already: nothing is sent twice
 
 
 def test_push_tasks_carry_the_configured_number_of_batches(settings, monkeypatch):
     """The flush hands Celery CANARY_PUSH_TASK_BATCHES batch ids per task, on the canary queue."""
+    from canary.tasks import enqueue_push
     from canary.tasks import push_batches as task
 
     sent: list[list[int]] = []
     monkeypatch.setattr(task, "apply_async", lambda args: sent.append(args[0]))
     settings.CANARY_PUSH_TASK_BATCHES = 5
-    _, batch_ids = batches_of(12, settings)
+    _, batch_ids = batches_of(12, settings, enqueue_push)
     assert sent == [batch_ids[:5], batch_ids[5:10], batch_ids[10:]]
     assert settings.CELERY_TASK_ROUTES[task.name] == {"queue": "canary"}
 
@@ -118,11 +126,11 @@ def test_push_tasks_carry_the_configured_number_of_batches(settings, monkeypatch
 def test_rejected_and_acked_batches_of_one_task_each_get_their_outcome(canary, settings, enqueued):
     """TC-20 / TC-22: Canary refuses one tag (Errors): that batch is rejected with Canary's reason
     and its metric is pending again after CANARY_REJECTED_RETRY_SECONDS; the others are acked."""
-    ids, batch_ids = batches_of(4, settings)
+    ids, batch_ids = batches_of(4, settings, enqueued)
     refused = Metric.objects.get(id=ids[1]).canary_id
     canary.set_faults(tag_errors=[refused])
 
-    outcome = push.push_batches(batch_ids)
+    outcome = push.push_batches(batch_ids, enqueued)
 
     (rejected,) = outcome.rejected
     assert sorted(outcome.acked) == sorted(set(batch_ids) - {rejected})
@@ -140,7 +148,7 @@ def test_canary_unavailable_fails_the_batches_and_the_task_visibly(canary, setti
 
     settings.CANARY_ATTEMPTS = 1
     settings.CANARY_BREAKER_MIN_REQUESTS = 10_000
-    ids, batch_ids = batches_of(3, settings)
+    ids, batch_ids = batches_of(3, settings, enqueued)
     canary.set_faults(error_rate=1.0)
 
     with pytest.raises(CanaryUnavailable, match="3 batch"):
@@ -155,7 +163,7 @@ def test_canary_unavailable_fails_the_batches_and_the_task_visibly(canary, setti
 def test_a_claim_taken_over_after_its_lease_cannot_acknowledge(canary, settings, enqueued):
     """A task that outlived its lease (another worker re-claimed the batch) writes nothing: the
     acknowledgement is fenced by the claim's attempt number."""
-    ids, (batch_id,) = batches_of(1, settings)
+    ids, (batch_id,) = batches_of(1, settings, enqueued)
     ((_, first, _),) = push.claim([batch_id])
     with connection.cursor() as cur:  # pretend the lease ran out (the touch trigger would reset updated_at)
         cur.execute("ALTER TABLE uns_meta.canary_push_batches DISABLE TRIGGER canary_push_batches_touch")
@@ -179,11 +187,11 @@ def test_batches_not_started_before_the_claim_could_expire_go_back_to_queued(can
                                                                               monkeypatch):
     """A task never begins a send its claim might outlive: those batches return to queued (attempt
     given back) and into a new task."""
-    _, batch_ids = batches_of(3, settings)
+    _, batch_ids = batches_of(3, settings, enqueued)
     enqueued.clear()
     monkeypatch.setattr(push, "SENDING_LEASE_SECONDS", settings.CANARY_OPERATION_DEADLINE_SECONDS)
 
-    outcome = push.push_batches(batch_ids)
+    outcome = push.push_batches(batch_ids, enqueued)
 
     assert sorted(outcome.requeued) == sorted(batch_ids) and not outcome.acked
     assert set(PushBatch.objects.filter(id__in=batch_ids).values_list("status", "attempts")) == {("queued", 0)}
@@ -198,8 +206,8 @@ def test_a_non_finite_double_reaches_canary_as_text_and_is_not_resent(canary, se
     settings.CANARY_BATCH_TAGS = 10
     ids = device_metrics(receive(topic(), _nan_birth()).device_id)
     mark_now(ids, reason="test")
-    _, batch_ids = sync.flush_once()
-    assert push.push_batches(batch_ids).acked == batch_ids
+    _, batch_ids = sync.flush_once(enqueued)
+    assert push.push_batches(batch_ids, enqueued).acked == batch_ids
     tags = dict(Metric.objects.filter(id__in=ids).values_list("name", "canary_id"))
     assert canary.properties(tags["Area/NaN"])["engHigh"] == "nan"
     assert canary.properties(tags["Area/Inf"])["engLow"] == "-inf"
@@ -207,7 +215,7 @@ def test_a_non_finite_double_reaches_canary_as_text_and_is_not_resent(canary, se
     assert json.loads(PushBatch.objects.get(id=batch_ids[0]).body)  # valid JSON (no NaN token)
 
     mark_now(ids, reason="test")
-    assert sync.flush_once() == (3, [])  # nothing differs from what Canary acknowledged
+    assert sync.flush_once(enqueued) == (3, [])  # nothing differs from what Canary acknowledged
 
 
 def _nan_birth() -> bytes:

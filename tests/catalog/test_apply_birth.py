@@ -10,11 +10,11 @@ from django.db import connection
 
 from births import birth, m, prod, receive, topic
 from catalog import propvalues
-from catalog.apply import process_birth
 from catalog.models import Device, Metric, MetricPathLineage, MetricProperty, MetricVersion
 from ingest.ledger import store_frame
 from ingest.models import BirthFrame
-from ingest.sparkplug import DataType as T
+from ingest.processing import process_frame
+from sparkplug.datatypes import DataType as T
 
 pytestmark = pytest.mark.django_db
 
@@ -82,15 +82,15 @@ def test_retried_task_for_processed_frame_is_harmless():
     """TC-03: processing the same ledger frame twice (task retry) is a no-op."""
     t = topic()
     frame_id = store_frame(t, birth(prod("A/x")))
-    assert process_birth(frame_id).status == "applied"
+    assert process_frame(frame_id).status == "applied"
     before = writes()
-    again = process_birth(frame_id)
+    again = process_frame(frame_id)
     assert (again.status, again.reason) == ("applied", "already processed")
     assert writes() == before
 
 
 def test_older_frame_is_stale_and_not_applied():
-    """SYSTEM.md §5: a frame older than the last applied one of its device is stale."""
+    """docs/architecture.md: a frame older than the last applied one of its device is stale."""
     t = topic()
     receive(t, birth(prod("A/x"), ts=2_000_000))
     outcome = receive(t, birth(prod("A/x", documentation=(T.String, "older")), ts=1_000_000))
@@ -154,7 +154,7 @@ def test_unresolved_alias_is_stored_as_alias_id_and_requests_one_rebirth(setting
                                                                           django_capture_on_commit_callbacks):
     """TC-05: an unknown alias becomes `alias:<id>` and asks for a (throttled) rebirth."""
     requested: list[tuple[str, str]] = []
-    monkeypatch.setattr("ingest.rebirth.request_rebirth", lambda g, e: requested.append((g, e)))
+    monkeypatch.setattr("ingest.processing.request_rebirth", lambda g, e: requested.append((g, e)))
     settings.REBIRTH_REQUESTS_ENABLED = True
     t = topic()
     with django_capture_on_commit_callbacks(execute=True):
@@ -240,7 +240,7 @@ def test_undecodable_frame_is_rejected_and_writes_nothing():
 
 
 def test_non_dbirth_topic_is_rejected():
-    """SYSTEM.md §2: anything but a DBIRTH topic is rejected into the ledger with a reason."""
+    """docs/catalog.md: anything but a DBIRTH topic is rejected into the ledger with a reason."""
     outcome = receive("spBv1.0/G/NBIRTH/Edge", birth(prod("P/x")))
     assert outcome.status == "rejected" and "not a DBIRTH" in outcome.reason
 
@@ -254,7 +254,7 @@ def test_concurrent_deliveries_of_one_frame_apply_once():
 
     def work() -> None:
         try:
-            results.append(process_birth(frame_id).status)
+            results.append(process_frame(frame_id).status)
         finally:
             connection.close()
 

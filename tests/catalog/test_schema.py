@@ -127,7 +127,7 @@ def test_publication_covers_exactly_metrics_and_properties():
 
 
 def test_metric_properties_primary_key_is_metric_and_key():
-    """SYSTEM.md §3: PRIMARY KEY (metric_id, key) — also CDC's replica identity on DELETE."""
+    """docs/catalog.md: PRIMARY KEY (metric_id, key) — also CDC's replica identity on DELETE."""
     cols = _sql(
         "SELECT a.attname FROM pg_index i"
         " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
@@ -138,7 +138,7 @@ def test_metric_properties_primary_key_is_metric_and_key():
 
 
 def test_tables_live_in_uns_meta_schema():
-    """SYSTEM.md §3: the catalog tables are in schema uns_meta, created by migrations."""
+    """docs/catalog.md: the catalog tables are in schema uns_meta, created by migrations."""
     tables = {t for (t,) in _sql("SELECT tablename FROM pg_tables WHERE schemaname = 'uns_meta'")}
     assert {"devices", "metrics", "metric_properties", "metric_versions", "metric_path_lineage",
             "birth_frames", "property_overrides"} <= tables

@@ -1,4 +1,4 @@
-"""UNS identity (catalog/uns.py): TC-02 paths, canary ids, topics, conventions, collisions."""
+"""UNS identity (catalog/uns.py, sparkplug/topic.py): TC-02 paths, canary ids, topics, conventions, collisions."""
 
 from __future__ import annotations
 
@@ -11,17 +11,17 @@ from catalog.uns import (
     Attributes,
     Convention,
     PathCollisions,
-    Topic,
-    TopicError,
     canary_id,
     classify,
     device_path,
     find_collisions,
     metric_path,
     normalize_segment,
-    parse_topic,
     topic_device_path,
 )
+from sparkplug.topic import Topic, TopicError, parse_topic
+
+pytestmark = pytest.mark.unit  # pure: no database, broker or Redis (the `unit` stage of make test)
 
 CAPTURES = sorted((Path(__file__).resolve().parents[2] / "fixtures" / "captures").glob("*.jsonl"))
 
@@ -98,7 +98,7 @@ def test_device_path_for_device_and_node():
 
 
 def test_metric_path_spec_example():
-    """TC-02: the SYSTEM.md §2 example."""
+    """TC-02: the docs/catalog.md example."""
     assert metric_path("Secil/Portugal/Cement", "Maceira/400 - Clinker Production/431 - Kiln/KPI/KPI") == (
         "Secil/Portugal/Cement/Maceira/400_-_Clinker_Production/431_-_Kiln/KPI/KPI"
     )

@@ -1,4 +1,4 @@
-"""pgoutput decoding and slot helpers (SYSTEM.md §7): first on real WAL, then on hand-built bytes.
+"""pgoutput decoding and slot helpers (docs/cdc.md): first on real WAL, then on hand-built bytes.
 
 The real-WAL tests write catalog rows with SQL on the test database and read them back through a
 uniquely named logical slot with `cdcsync.slot` (peek + advance); they are the groundwork the
@@ -142,7 +142,7 @@ def kinds(messages: list[tuple[str, object]]) -> str:
 
 @real_wal
 def test_insert_update_delete_on_both_tables_decode_in_commit_order(admin, slot):
-    """SYSTEM.md §7: Begin/Relation/Insert/Update/Delete/Commit from real WAL, per transaction; the
+    """docs/cdc.md: Begin/Relation/Insert/Update/Delete/Commit from real WAL, per transaction; the
     metric id of every row change of `metrics` and `metric_properties` comes out of the fast path
     (Delete: from the key tuple) and equals the full decode."""
     device_id = new_device(admin)  # devices is not published: no message
@@ -207,7 +207,7 @@ def test_insert_update_delete_on_both_tables_decode_in_commit_order(admin, slot)
 
 @real_wal
 def test_update_moving_a_property_to_another_metric_names_both_metrics(admin, slot):
-    """SYSTEM.md §7: an UPDATE that changes a key column carries a K tuple; when the property moved
+    """docs/cdc.md: an UPDATE that changes a key column carries a K tuple; when the property moved
     to another metric, both metrics changed and the fast path returns both ids (old first)."""
     device_id = new_device(admin)
     _, ((m1,), (m2,)) = in_transaction(admin, metric_sql(device_id, "A"), metric_sql(device_id, "B"))
@@ -233,7 +233,7 @@ def test_update_moving_a_property_to_another_metric_names_both_metrics(admin, sl
 
 @real_wal
 def test_unchanged_toast_value_is_marked_unchanged(admin, slot):
-    """SYSTEM.md §7: an UPDATE that does not touch a large (TOASTed) string_value sends it as `u`
+    """docs/cdc.md: an UPDATE that does not touch a large (TOASTed) string_value sends it as `u`
     (no data): the decoder yields UNCHANGED, and the metric id is still found past it."""
     device_id = new_device(admin)
     _, ((metric_id,),) = in_transaction(admin, metric_sql(device_id, "Doc"))
@@ -261,7 +261,7 @@ def test_unchanged_toast_value_is_marked_unchanged(admin, slot):
 
 @real_wal
 def test_peek_returns_whole_transactions_and_advance_skips_what_was_confirmed(admin, slot):
-    """SYSTEM.md §7: `upto_nchanges` is checked at transaction boundaries (a 60-row transaction
+    """docs/cdc.md: `upto_nchanges` is checked at transaction boundaries (a 60-row transaction
     arrives whole with upto_nchanges=1); after advancing to a Commit's end LSN the next peek
     returns only later transactions (with Relation re-sent), advancing never moves backwards, and
     slot_status reports the confirmed position and lag."""
@@ -308,7 +308,7 @@ def test_peek_returns_whole_transactions_and_advance_skips_what_was_confirmed(ad
 
 @real_wal
 def test_an_empty_poll_may_advance_to_the_flush_position_without_losing_open_transactions(admin, slot, scratch):
-    """SYSTEM.md §7: WAL of unpublished tables yields no rows (not even Begin/Commit), so an idle
+    """docs/cdc.md: WAL of unpublished tables yields no rows (not even Begin/Commit), so an idle
     consumer advances to the flush position taken before its drained peek; a transaction still
     open at that position commits after it and is delivered by the next peek."""
     device_id = new_device(admin)
@@ -334,7 +334,7 @@ def test_an_empty_poll_may_advance_to_the_flush_position_without_losing_open_tra
 
 @real_wal
 def test_truncate_of_scratch_tables_is_decoded_with_options(admin, slot, scratch):
-    """SYSTEM.md §7: Truncate names every truncated relation and its options (RESTART IDENTITY,
+    """docs/cdc.md: Truncate names every truncated relation and its options (RESTART IDENTITY,
     CASCADE); it carries no rows, so it yields no metric id. Scratch tables only."""
     a, b, pub = scratch["a"], scratch["b"], scratch["pub"]
     in_transaction(admin, (f"INSERT INTO public.{a} (id, note) VALUES (1, 'one'), (2, NULL)", ()),
@@ -370,7 +370,7 @@ def test_truncate_of_scratch_tables_is_decoded_with_options(admin, slot, scratch
 
 @real_wal
 def test_origin_and_logical_message_are_decoded(admin, slot, scratch):
-    """SYSTEM.md §7: a transaction replayed under a replication origin carries an Origin message
+    """docs/cdc.md: a transaction replayed under a replication origin carries an Origin message
     (after Begin); pg_logical_emit_message yields a Message when the `messages` option is on."""
     origin = f"t_pgo_origin_{secrets.token_hex(4)}"
     admin.execute("SELECT pg_replication_origin_create(%s)", (origin,))
@@ -400,7 +400,7 @@ def test_origin_and_logical_message_are_decoded(admin, slot, scratch):
 
 @real_wal
 def test_slot_helpers_report_publication_and_slot_state(admin, slot, scratch):
-    """SYSTEM.md §7: cdc_consume verifies the publication and creates the slot if missing: the
+    """docs/cdc.md: cdc_consume verifies the publication and creates the slot if missing: the
     helpers say whether they created it and list every publication problem."""
     assert slots.ensure_slot(admin, slot) is False, "exists already"
     assert slots.verify_publication(admin, PUBLICATION, CATALOG_TABLES) == []
@@ -492,7 +492,7 @@ def cache() -> RelationCache:
 
 
 def test_begin_and_commit_carry_lsns_and_aware_timestamps():
-    """SYSTEM.md §7: timestamps are µs since 2000-01-01 UTC; LSNs format as PostgreSQL prints them."""
+    """docs/cdc.md: timestamps are µs since 2000-01-01 UTC; LSNs format as PostgreSQL prints them."""
     ts = 1_000_000 * 86_400 + 7
     assert decode_message(begin_msg(0x16B6C50, ts, 99)) == Begin(
         0x16B6C50, datetime(2000, 1, 2, 0, 0, 0, 7, tzinfo=UTC), 99)
@@ -504,7 +504,7 @@ def test_begin_and_commit_carry_lsns_and_aware_timestamps():
 
 
 def test_every_message_kind_decodes_from_hand_built_bytes():
-    """SYSTEM.md §7: Origin, Relation, Type, Insert, Update (with and without K/O), Delete, Truncate, Message."""
+    """docs/cdc.md: Origin, Relation, Type, Insert, Update (with and without K/O), Delete, Truncate, Message."""
     assert decode_message(b"O" + struct.pack(">Q", 5) + s("node_a")) == Origin(5, "node_a")
     assert decode_message(b"Y" + struct.pack(">I", 16909) + s("uns_meta") + s("property_type")) == Type(
         16909, "uns_meta", "property_type")
@@ -530,7 +530,7 @@ def test_every_message_kind_decodes_from_hand_built_bytes():
 
 
 def test_relation_cache_replaces_a_resent_relation():
-    """SYSTEM.md §7: a Relation re-sent after DDL replaces the cached one; a tuple decoded against a
+    """docs/cdc.md: a Relation re-sent after DDL replaces the cached one; a tuple decoded against a
     stale relation is reported, not silently mis-assigned."""
     relations = cache()
     old_rel = relations.get(200)
@@ -549,7 +549,7 @@ def test_relation_cache_replaces_a_resent_relation():
 
 
 def test_fast_metric_id_path_matches_the_full_decode():
-    """SYSTEM.md §7: metric ids from raw bytes equal those from decoded messages, for every row
+    """docs/cdc.md: metric ids from raw bytes equal those from decoded messages, for every row
     change shape on both tables (NULL and unchanged-TOAST columns before the id column)."""
     relations = cache()
     cases = [

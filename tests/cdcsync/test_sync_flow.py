@@ -13,10 +13,10 @@ from births import PRODUCTION_PROPS, birth, prod, receive, topic
 from canary import push, sync
 from canary.client import CanaryClient
 from canary.effective import effective_targets
-from catalog.admin import record_steward_edit
 from catalog.models import Metric, PropertyOverride
+from catalog.stewardship import record_steward_edit
 from cdcsync.consumer import Consumer, replication_connection
-from ingest.sparkplug import DataType as T
+from sparkplug.datatypes import DataType as T
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("canary")]
 
@@ -35,12 +35,17 @@ def consumer(settings):
             conn.execute("SELECT pg_drop_replication_slot(%s)", (c.slot,))
 
 
+class Pushed(list):
+    """The ``enqueue`` given to the flush: collects batch ids, pushed synchronously here instead of
+    through Celery."""
+
+    def __call__(self, batch_ids: list[int]) -> None:
+        self.extend(batch_ids)
+
+
 @pytest.fixture
-def pushed(monkeypatch):
-    """Batches the flush created, pushed synchronously here instead of through Celery."""
-    created: list[int] = []
-    monkeypatch.setattr(push, "_enqueue", created.extend)
-    return created
+def pushed() -> Pushed:
+    return Pushed()
 
 
 def drain(consumer: Consumer) -> None:
@@ -54,17 +59,17 @@ def pending() -> dict[int, int]:
         return dict(cur.fetchall())
 
 
-def settle(consumer: Consumer, pushed: list[int], timeout: float = 15) -> list[int]:
+def settle(consumer: Consumer, pushed: Pushed, timeout: float = 15) -> list[int]:
     """Read the slot, wait for due changes, flush and push until nothing is pending; returns batches pushed."""
     done: list[int] = []
     deadline = time.monotonic() + timeout
     client = CanaryClient()
     while True:
         drain(consumer)
-        sync.flush_due()
+        sync.flush_due(pushed)
         while pushed:
             batch = pushed.pop(0)
-            push.push_batches([batch], client)
+            push.push_batches([batch], pushed, client)
             done.append(batch)
         if not pending():
             return done
@@ -102,7 +107,7 @@ def test_burst_inside_the_window_gives_one_aggregated_diff(consumer, pushed, can
     drain(consumer)
     (changes,) = pending().values()  # one pending row, however many row changes
     assert changes >= 3
-    sync.flush_due()
+    sync.flush_due(pushed)
     assert pushed == [], "nothing is due inside the window"
     batches = settle(consumer, pushed)
     (body,) = batch_bodies(batches)
@@ -180,7 +185,7 @@ def test_steward_override_reaches_canary_and_survives_the_next_birth(consumer, p
 
 
 def test_parity_after_births_edits_and_injected_faults(consumer, pushed, canary, settings):
-    """TC-22 / issue 4 parity: after births, steward edits and 5xx faults, Canary equals the catalog."""
+    """TC-22 parity: after births, steward edits and 5xx faults, Canary equals the catalog."""
     settings.CANARY_BREAKER_MIN_REQUESTS = 10_000
     t = topic()
     n = 2000

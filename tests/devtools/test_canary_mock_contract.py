@@ -1,4 +1,4 @@
-"""The Canary mock answers as CANARY_API.md says, including every error variant (CT-02, TC-20).
+"""The Canary mock answers as docs/canary-api.md says, including every error variant (CT-02, TC-20).
 
 A real HTTP server on a free port (one per module), talked to with ``requests``; the mock's clock is
 controllable so rate windows and expiry are checked without sleeping.
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from canary.mock import CanaryMock, MockHTTPServer, running
+from devtools.canary_mock import CanaryMock, MockHTTPServer, running
 
 TOKEN = "test-api-token-0123456789"
 TS = "2025-08-26T12:00:00.0000000Z"
@@ -170,7 +170,7 @@ def test_wrong_api_token_gets_no_session(api: Api) -> None:
     ({"setting": SAFE}, "unknown key 'setting'"),
 ])
 def test_get_session_token_body_is_checked(api: Api, change: dict[str, Any], reason: str) -> None:
-    """TC-20: a getSessionToken body that does not match CANARY_API.md is refused with the reason."""
+    """TC-20: a getSessionToken body that does not match docs/canary-api.md is refused with the reason."""
     body = {"apiToken": TOKEN, "historians": ["machine"], "clientId": "c", "settings": SAFE, **change}
     data = api.call("getSessionToken", body)
     assert data["statusCode"] == "Errors"
@@ -556,7 +556,7 @@ def test_the_mock_daemon_keeps_stored_rows_out_of_the_collectors_sight() -> None
     import gc
     from types import SimpleNamespace
 
-    from canary.management.commands.canary_mock import FREEZE_EVERY_ROWS, _keep_gc_cheap
+    from devtools.management.commands.canary_mock import FREEZE_EVERY_ROWS, _keep_gc_cheap
 
     gc.unfreeze()
     try:

@@ -8,13 +8,16 @@ from __future__ import annotations
 import pytest
 
 from catalog import uns
-from ingest.simulator import (
+from devtools.edge import (
     changed_metric_count,
     changes_per_round,
     changing_metrics,
     synthetic_birth,
 )
-from ingest.sparkplug import DataType, decode_properties, iter_metrics, read_header
+from sparkplug.codec import decode_properties, iter_metrics, read_header
+from sparkplug.datatypes import DataType
+
+pytestmark = pytest.mark.unit  # pure: no database, broker or Redis (the `unit` stage of make test)
 
 # Key order and types of the production capture (fixtures/dbirth_portugal_cement.pb.json).
 PRODUCTION_PROPERTIES = [

@@ -27,10 +27,11 @@ from django.conf import settings
 from django.db.models import Count, Max
 
 from catalog.models import Device, Metric, MetricProperty, MetricVersion
-from ingest import sparkplug_b_pb2 as pb
 from ingest.models import BirthFrame
-from ingest.mqtt import config_from_settings, make_client, tls_context
-from ingest.sparkplug import DataType, MetricSpec, encode_birth
+from metasync.mqtt import config_from_settings, make_client, tls_context
+from sparkplug import sparkplug_b_pb2 as pb
+from sparkplug.codec import MetricSpec, encode_birth
+from sparkplug.datatypes import DataType
 from stack import BASE_DIR, Publisher, RowChange, Stack, mqtt_config, pgoutput_row_changes, publish, running_stack
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ import uuid
 import redis
 from django.conf import settings
 
-from ingest import sparkplug_b_pb2 as pb
-from ingest.mqtt import config_from_settings, make_client
 from ingest.rebirth import request_rebirth
+from metasync.mqtt import config_from_settings, make_client
+from sparkplug import sparkplug_b_pb2 as pb
 
 
 def test_rebirth_ncmd_is_published_once_per_interval():

@@ -1,5 +1,5 @@
 """compose consistency: docker-compose.yml, the Dockerfile, .env.example and
-docs/configuration.md agree with the code (issue 2 item 8, issue 5 item 8).
+docs/configuration.md agree with the code.
 
 Docker does not run here, so the production description is checked statically:
 every command a service runs exists, every variable compose passes or interpolates
@@ -30,10 +30,10 @@ EXPORTER_VENV_SCRIPT = ROOT / "scripts" / "exporter-venv"
 COMPOSE_ONLY = {
     "METASYNC_VERSION",  # tag of the metasync image (`image: metasync:${METASYNC_VERSION:-latest}`)
 }
-# Processes of SYSTEM.md §1 and the service that runs each (the canary mock never runs in production).
+# Processes of docs/architecture.md and the service that runs each (the canary mock never runs in production).
 PROCESS_SERVICES = {"web", "ingest", "worker", "canary-worker", "beat", "cdc", "flower", "celery-exporter"}
 # Services described but not yet added, with the command whose arrival makes them due.
-PENDING_SERVICES = {"cdc": "cdc_consume"}  # issue 4
+PENDING_SERVICES = {"cdc": "cdc_consume"}
 # Where Prometheus finds each process's metrics in compose: service -> how to read the port.
 # (beat has no endpoint of its own: its work shows in the workers' metrics and celery-exporter.)
 SCRAPED_SERVICES = ("web", "ingest", "cdc", "worker", "canary-worker", "flower", "celery-exporter")
@@ -152,9 +152,9 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 
 def test_every_process_of_the_system_has_a_service(services):
-    """SYSTEM.md §1: one service per process; a pending one becomes due once its command exists."""
+    """docs/architecture.md: one service per process; a pending one becomes due once its command exists."""
     for name in sorted(PROCESS_SERVICES - set(PENDING_SERVICES)):
-        assert name in services, f"docker-compose.yml: no service {name!r} (a process of SYSTEM.md §1)"
+        assert name in services, f"docker-compose.yml: no service {name!r} (a process of docs/architecture.md)"
     for name, command in PENDING_SERVICES.items():
         if command in get_commands():
             assert name in services, (

@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from births import birth, prod
+from cleanup import truncate_uns_meta
 from metasync.logging import ContextFilter, JsonFormatter, RedactFilter, RotatingFileHandler, bind, current, redact
 from stack import DEVSTACK_ENV, Daemon, daemon_database_url, daemon_redis_url, flush_redis, free_port, wait_for
 
@@ -46,7 +47,7 @@ OBS_REDIS_DB = 11  # not the stack's (15) nor the canary fixture's (14)
 WORKER_PROCESS = "test-obs-worker"
 MOCK_TOKEN = "obs-mock-api-token-not-logged"
 
-# SYSTEM.md §9 golden signals -> (process exporting it, metric name)
+# docs/metrics.md golden signals -> (process exporting it, metric name)
 GOLDEN_SIGNALS = {
     "births received": ("ingest", "metasync_ingest_frames_received_total"),
     "bytes": ("ingest", "metasync_ingest_bytes_received_total"),
@@ -149,9 +150,9 @@ def _frame_status(ids: list[int]) -> dict[int, str]:
 @pytest.fixture(scope="module")
 def run_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[WorkerRun]:
     from canary.client import SESSION_KEY
-    from canary.mock import CanaryMock, make_server
     from catalog.models import Metric
     from cdcsync.pending import mark_now
+    from devtools.canary_mock import CanaryMock, make_server
     from ingest.ledger import store_frame
 
     tmp = tmp_path_factory.mktemp("obs-worker")
@@ -259,6 +260,8 @@ def run_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator
                     log_file=tmp / f"{WORKER_PROCESS}.log", console=worker.text(), metrics_dir=metrics_dir,
                     metrics_dir_removed=not Path(metrics_dir).exists(), healthy=healthy,
                     unhealthy_after_stop=unhealthy, secrets=secrets)
+    with django_db_blocker.unblock():
+        truncate_uns_meta()  # what the worker committed must not reach the module's other tests
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,7 +285,7 @@ def test_web_metrics_expose_django_and_pipeline_state(client):
 
 def test_ingest_and_cdc_registries_hold_their_golden_signals():
     """OBS-01: what ingest_births and cdc_consume register (and serve on their ports) includes
-    the SYSTEM.md §9 signals of their stage."""
+    the docs/metrics.md signals of their stage."""
     registries = {"ingest": process_registry("ingest.management.commands.ingest_births"),
                   "cdc": process_registry("cdcsync.management.commands.cdc_consume")}
     missing = {signal_: name for signal_, (process, name) in GOLDEN_SIGNALS.items()
@@ -292,7 +295,7 @@ def test_ingest_and_cdc_registries_hold_their_golden_signals():
 
 def test_worker_serves_the_golden_signals_of_all_its_pool_processes(run_worker):
     """OBS-01: a prefork worker's WORKER_METRICS_PORT shows the births and Canary signals of
-    SYSTEM.md §9, aggregated over its pool children."""
+    docs/metrics.md, aggregated over its pool children."""
     names = families(run_worker.final_text)
     missing = {s: name for s, (process, name) in GOLDEN_SIGNALS.items() if process == "worker" and name not in names}
     assert missing == {}
@@ -327,7 +330,8 @@ def test_every_metric_is_documented(run_worker, client, db):
     doc = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
     exported = set(process_registry("ingest.management.commands.ingest_births"))
     exported |= set(process_registry("cdcsync.management.commands.cdc_consume"))
-    tasks = [f"{app}.tasks" for app in ("ingest", "catalog", "cdcsync", "canary") if (ROOT / app / "tasks.py").exists()]
+    tasks = [f"{app}.tasks" for app in ("ingest", "catalog", "cdcsync", "canary", "monitoring")
+             if (ROOT / app / "tasks.py").exists()]
     exported |= set(process_registry("metasync.celery", "canary.client", "canary.breaker", "metasync.metrics", *tasks))
     exported |= {n for n in families(run_worker.final_text) if n.startswith("metasync_")}
     exported |= {n for n in families(client.get("/metrics").content.decode()) if n.startswith("metasync_")}

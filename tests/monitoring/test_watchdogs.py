@@ -1,4 +1,4 @@
-"""Watchdogs (issue 5 item 4): each check fires on a bad state and clears on a good one, problems are
+"""Watchdogs: each check fires on a bad state and clears on a good one, problems are
 logged and counted, and the run's JSON event arrives on the real broker (MQTT, QoS 1).
 
 The same conditions as the alert rules (OBS-03, tests/ops/test_alert_rules.py), read from
@@ -25,13 +25,13 @@ from prometheus_client import REGISTRY
 
 from canary.breaker import NAMESPACE, breaker
 from canary.models import PushBatch
-from cdcsync import watchdogs
 from cdcsync.consumer import replication_connection
 from cdcsync.models import PendingSync
 from cdcsync.slot import advance, ensure_slot, flush_lsn
-from cdcsync.watchdogs import Thresholds, check_slot
 from ingest.models import BirthFrame
-from ingest.mqtt import config_from_settings, make_client
+from metasync.mqtt import config_from_settings, make_client
+from monitoring import watchdogs
+from monitoring.watchdogs import Thresholds, check_slot
 
 TH = Thresholds()  # the defaults: 1 h silence, 3 rejected / 15 min, 1 failed batch / 15 min, 10 min open, ...
 
@@ -236,14 +236,14 @@ def test_backlog_age_fires_past_the_debounce_cap_plus_margin_and_clears_when_pus
 
 @pytest.mark.django_db
 def test_a_run_logs_counts_and_publishes_its_problems_on_mqtt(settings, canary_redis, caplog):
-    from cdcsync.tasks import watchdogs as watchdog_task
+    from monitoring.tasks import watchdogs as watchdog_task
 
     settings.WATCHDOG_TOPIC = f"metasync/watchdog/test-{uuid.uuid4().hex[:8]}"
     settings.CDC_SLOT = f"t_missing_{uuid.uuid4().hex[:10]}"
     batch(PushBatch.Status.FAILED)
     before = {c: alerts_counted(c) for c in watchdogs.CHECKS}
 
-    with subscribed(settings.WATCHDOG_TOPIC) as received, caplog.at_level(logging.WARNING, "cdcsync.watchdogs"):
+    with subscribed(settings.WATCHDOG_TOPIC) as received, caplog.at_level(logging.WARNING, "monitoring.watchdogs"):
         summary = watchdog_task()  # the beat task, run in this process
         topic, event = next_event(received)
 
@@ -274,7 +274,7 @@ def test_an_unreachable_broker_is_logged_never_raised(settings, caplog):
         settings.MQTT_PORT = s.getsockname()[1]
     results = [watchdogs.CheckResult("backlog_age", False, 9999.0, 1200.0, "oldest change 9999s old")]
     before = alerts_counted("backlog_age")
-    with caplog.at_level(logging.WARNING, "cdcsync.watchdogs"):
+    with caplog.at_level(logging.WARNING, "monitoring.watchdogs"):
         summary = watchdogs.report(results)
     assert summary["published"] is False and summary["problems"] == ["backlog_age"]
     assert alerts_counted("backlog_age") == before + 1
@@ -288,10 +288,22 @@ def test_a_check_that_cannot_run_is_reported_as_a_problem(settings):
 
 
 def test_the_beat_task_is_registered_on_the_default_queue():
-    import cdcsync.tasks  # noqa: F401 - registers the task, as the worker's autodiscovery does
+    import monitoring.tasks  # noqa: F401 - registers the task, as the worker's autodiscovery does
     from metasync.celery import app
 
-    task = app.tasks["cdcsync.tasks.watchdogs"]
+    task = app.tasks["monitoring.tasks.watchdogs"]
     assert (task.acks_late, task.ignore_result) == (True, True)
     assert app.amqp.router.route({}, task.name)["queue"].name == "default"
     assert settings.CELERY_BEAT_SCHEDULE["watchdogs"]["task"] == task.name
+
+
+def test_the_task_keeps_its_old_name_for_queued_messages_and_beat_rows():
+    """A deployment upgraded in place may still hold `cdcsync.tasks.watchdogs` messages and beat
+    rows: that name stays registered, on the same queue, running the same checks."""
+    import monitoring.tasks  # noqa: F401 - registers the tasks, as the worker's autodiscovery does
+    from metasync.celery import app
+
+    old, new = app.tasks["cdcsync.tasks.watchdogs"], app.tasks["monitoring.tasks.watchdogs"]
+    assert app.amqp.router.route({}, old.name)["queue"].name == "default"
+    assert (old.acks_late, old.ignore_result, old.time_limit) == (new.acks_late, new.ignore_result, new.time_limit)
+    assert old.run.__code__.co_names == new.run.__code__.co_names  # both call watchdog_checks.run

@@ -24,7 +24,7 @@ RULE_TESTS = OPS / "alerts_test.yml"
 CONFIGS = (OPS / "prometheus.yml", OPS / "prometheus.local.yml")
 RUNBOOK = BASE_DIR / "docs" / "runbook.md"
 
-# Every process of the deployment and the port it serves /metrics on (SYSTEM.md §9, issue 5).
+# Every process of the deployment and the port it serves /metrics on (docs/metrics.md).
 JOBS = {"web": 8000, "ingest": 9101, "cdc": 9102, "worker": 9103, "canary-worker": 9104,
         "flower": 5555, "celery-exporter": 9808}
 # What OBS-03 names, as alert names.
@@ -110,7 +110,7 @@ def test_runbook_explains_every_alert():
 def test_alerts_use_metrics_the_code_exports():
     """A renamed metric would silently disable its alert: every metasync_* series must be defined."""
     used = set(re.findall(r"\bmetasync_[a-z0-9_]+", RULES.read_text()))
-    sources = "\n".join(p.read_text() for app in ("ingest", "catalog", "cdcsync", "canary", "metasync")
+    sources = "\n".join(p.read_text() for app in ("ingest", "catalog", "cdcsync", "canary", "monitoring", "metasync")
                         for p in (BASE_DIR / app).rglob("*.py") if "migrations" not in p.parts)
     declared = set(re.findall(r"[\"'](metasync_[a-z0-9_]+)[\"']", sources))
     exported = declared | {f"{name}_total" for name in declared}  # prometheus_client adds _total to counters

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
-from ingest import sparkplug_b_pb2 as pb
-from ingest.sparkplug import (
-    DataType,
+from sparkplug import sparkplug_b_pb2 as pb
+from sparkplug.codec import (
     DecodeError,
     MetricSpec,
     PayloadHeader,
@@ -23,6 +22,9 @@ from ingest.sparkplug import (
     payload_from_json,
     read_header,
 )
+from sparkplug.datatypes import DataType
+
+pytestmark = pytest.mark.unit  # pure: no database, broker or Redis (the `unit` stage of make test)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 PROD_JSON = FIXTURES / "dbirth_portugal_cement.pb.json"

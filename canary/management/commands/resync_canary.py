@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 
 from canary.effective import effective_targets
-from canary.models import SyncState
-from canary.sync import GOOD_QUALITY, canary_timestamp, flush_due
+from canary.sync import GOOD_QUALITY, canary_timestamp, resync
+from canary.tasks import enqueue_push
 from catalog.models import Device, Metric
-from cdcsync.pending import mark_now
 
 
 class Command(BaseCommand):
@@ -48,9 +46,6 @@ class Command(BaseCommand):
                     self.stdout.write(json.dumps({target.canary_id: rows}, ensure_ascii=False))
             self.stdout.write(f"dry run: {len(ids)} metric(s) would be pushed in full")
             return
-        with transaction.atomic():
-            SyncState.objects.filter(metric_id__in=ids).delete()
-            mark_now(ids, reason="resync")
-        result = flush_due()
+        result = resync(ids, enqueue_push)
         self.stdout.write(f"{len(ids)} metric(s) re-synced: {result['batches']} batch(es) queued for the canary "
                           f"worker (remaining metrics, if any, follow with the next flush)")

@@ -1,4 +1,4 @@
-"""``cdc_consume``: the logical-replication consumer daemon (SYSTEM.md §7).
+"""``cdc_consume``: the logical-replication consumer daemon (docs/cdc.md).
 
 healthchecks' ``sendalerts`` shape: signals only set a flag; the loop calls
 :meth:`Consumer.poll_once` (one unit of work) and pauses only when it found nothing.
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from types import FrameType
+from typing import Any
 
 import psycopg
 from django.conf import settings
@@ -39,26 +41,26 @@ class Command(BaseCommand):
                             help="verify the publication, create the slot if missing, and exit (so that"
                                  " changes made before the daemon's first start are captured)")
 
-    def handle(self, *args: object, **opts: object) -> None:
+    def handle(self, *args: object, **opts: Any) -> None:
         if opts["setup_only"]:
             with replication_connection() as conn:
                 Consumer(conn).setup()
             return
-        self.stopping = False
+        self.stop_requested = threading.Event()  # set by SIGTERM/SIGINT
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         port = opts["metrics_port"] if opts["metrics_port"] is not None else settings.CDC_METRICS_PORT
         if port:
-            start_http_server(int(port))  # type: ignore[arg-type]
+            start_http_server(int(port))
         self.delay = 1.0
-        while not self.stopping:
+        while not self.stop_requested.is_set():
             try:
                 self._consume()
             except (psycopg.OperationalError, OperationalError, InterfaceError) as exc:
                 # PostgreSQL restarted or unreachable: nothing is lost (the slot only advanced past
                 # committed work), so reconnect and carry on from the slot's confirmed position.
                 connection.close()
-                if self.stopping:
+                if self.stop_requested.is_set():
                     break
                 log.error("database connection lost (%s: %s); reconnecting in %.0fs",
                           exc.__class__.__name__, str(exc).strip()[:200], self.delay)
@@ -71,14 +73,14 @@ class Command(BaseCommand):
         with replication_connection() as conn:
             consumer = Consumer(conn)
             while not consumer.claim():
-                if self.stopping:
+                if self.stop_requested.is_set():
                     return
                 log.info("another cdc_consume holds slot %s; standing by", consumer.slot)
                 self._pause(10)
             consumer.setup()
             self.delay = 1.0  # connected and set up: the next loss starts the backoff again
             last_gauges = 0.0
-            while not self.stopping:
+            while not self.stop_requested.is_set():
                 rows = consumer.poll_once()
                 close_old_connections()
                 if time.monotonic() - last_gauges >= GAUGES_EVERY:
@@ -89,8 +91,8 @@ class Command(BaseCommand):
 
     def _pause(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
-        while not self.stopping and time.monotonic() < deadline:
+        while not self.stop_requested.is_set() and time.monotonic() < deadline:
             time.sleep(min(0.1, seconds))
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
-        self.stopping = True
+        self.stop_requested.set()

@@ -19,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from canary.mock import DEFAULT_PORT, CanaryMock, make_server
+from devtools.canary_mock import DEFAULT_PORT, CanaryMock, make_server
 
 log = logging.getLogger("canary.mock")
 

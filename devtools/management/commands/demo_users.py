@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -70,9 +71,9 @@ class Command(BaseCommand):
         parser.add_argument("--credentials-file", type=Path, default=None,
                             help="where the passwords are stored (default .devstack/demo-credentials)")
 
-    def handle(self, *args: object, **opts: object) -> None:
+    def handle(self, *args: object, **opts: Any) -> None:
         path = opts["credentials_file"] or default_credentials_file()
-        stored = read_credentials(path)  # type: ignore[arg-type]
+        stored = read_credentials(path)
         given = {"admin": opts["admin_password"], "steward": opts["steward_password"]}
         passwords = {name: str(given[name] or stored.get(name) or secrets.token_urlsafe(12)) for name in USERS}
         for name, password in given.items():
@@ -81,7 +82,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             for name, (superuser, group) in USERS.items():
                 self._ensure_user(name, passwords[name], superuser=superuser, group=group)
-        write_credentials(path, passwords)  # type: ignore[arg-type]
+        write_credentials(path, passwords)
         self.stdout.write(f"demo logins (stored in {path}):")
         self.stdout.write(f"  admin   / {passwords['admin']}   superuser")
         self.stdout.write(f"  steward / {passwords['steward']}   {STEWARD_GROUP}")

@@ -24,14 +24,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ingest.management.commands.replay_birth import read_frame_file
-from ingest.mqtt import MqttConfig, config_from_settings, make_client
-from ingest.simulator import changed_metric_count, synthetic_birth
-from ingest.sparkplug import DecodeError, iter_metrics
+from devtools.edge import changed_metric_count, synthetic_birth
+from ingest.replay import read_frame_file
+from metasync.mqtt import MqttConfig, config_from_settings, make_client
+from sparkplug.codec import DecodeError, iter_metrics
 
 log = logging.getLogger("ingest.simulate_edge")
 
@@ -137,7 +138,7 @@ class Command(BaseCommand):
                             help="with --capture: publish it this many times (default 1)")
         parser.add_argument("--client-id", default=None, help="MQTT client id (default metasync-simulator-<pid>)")
 
-    def handle(self, *args: object, **opts: object) -> None:
+    def handle(self, *args: object, **opts: Any) -> None:
         self.stopping = False
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
@@ -146,7 +147,7 @@ class Command(BaseCommand):
             self._capture_births(opts) if opts["capture"] else self._synthetic_births(opts))
         client_id = str(opts["client_id"] or f"metasync-simulator-{os.getpid()}")
         publisher = EdgePublisher(config_from_settings(client_id=client_id))
-        interval = float(opts["interval"])  # type: ignore[arg-type]
+        interval = float(opts["interval"])
         try:
             if not publisher.connect(lambda: self.stopping):
                 return

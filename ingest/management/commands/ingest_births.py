@@ -1,4 +1,4 @@
-"""``ingest_births``: the MQTT subscriber daemon (SYSTEM.md §4).
+"""``ingest_births``: the MQTT subscriber daemon (docs/architecture.md).
 
 Follows healthchecks' ``sendalerts``: the signal handler only sets a flag, the
 loop calls :meth:`LedgerWriter.drain_one` (one unit of work) until stopped.
@@ -10,6 +10,7 @@ import logging
 import signal
 import time
 from types import FrameType
+from typing import Any
 
 import psycopg
 from django.conf import settings
@@ -18,7 +19,9 @@ from django.db import DatabaseError, connection
 from prometheus_client import start_http_server
 
 from ingest.ledger import store_frame
-from ingest.mqtt import Backlog, BirthSubscriber, Frame, LedgerWriter, config_from_settings
+from ingest.mqtt import Backlog, BirthSubscriber, Frame, LedgerWriter
+from ingest.tasks import process_birth
+from metasync.mqtt import config_from_settings
 
 log = logging.getLogger("ingest")
 
@@ -34,9 +37,7 @@ def _store(frame: Frame) -> int:
 
 
 def _enqueue(frame_id: int) -> None:
-    from ingest.tasks import process_birth
-
-    process_birth.apply_async(args=[frame_id], queue="births")
+    process_birth.apply_async(args=(frame_id,), queue="births")
 
 
 class Command(BaseCommand):
@@ -47,13 +48,13 @@ class Command(BaseCommand):
         parser.add_argument("--metrics-port", type=int, default=None,
                             help="Prometheus port (default INGEST_METRICS_PORT; 0 = off)")
 
-    def handle(self, *args: object, **opts: object) -> None:
+    def handle(self, *args: object, **opts: Any) -> None:
         self.stopping = False
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         port = opts["metrics_port"] if opts["metrics_port"] is not None else settings.INGEST_METRICS_PORT
         if port:
-            start_http_server(int(port))  # type: ignore[arg-type]
+            start_http_server(int(port))
         backlog = Backlog(settings.INGEST_QUEUE_MAX_FRAMES, settings.INGEST_QUEUE_MAX_BYTES)
         subscriber = BirthSubscriber(config_from_settings(), str(opts["topic"] or settings.MQTT_TOPIC), backlog)
         writer = LedgerWriter(backlog, _store, _enqueue)

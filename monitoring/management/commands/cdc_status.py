@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from cdcsync.consumer import replication_connection
 from cdcsync.slot import slot_status
-from cdcsync.status import pending_status
+from monitoring.pipeline import pending_status
 
 
 def _size(n: object) -> str:
@@ -25,7 +27,7 @@ def _size(n: object) -> str:
 class Command(BaseCommand):
     help = "Show the CDC slot (active, lag, retained WAL) and the pending/in-flight sync backlog."
 
-    def handle(self, *args: object, **opts: object) -> None:
+    def handle(self, *args: object, **opts: Any) -> None:
         try:
             with replication_connection() as conn:
                 slot = slot_status(conn, settings.CDC_SLOT)
@@ -40,6 +42,6 @@ class Command(BaseCommand):
         elif slot is None:
             self.stdout.write(f"slot {settings.CDC_SLOT}: MISSING (cdc_consume creates it at start)")
         p = pending_status()
-        batches = ", ".join(f"{k} {v}" for k, v in sorted(p["batches"].items())) or "none open"  # type: ignore[union-attr]
-        self.stdout.write(f"pending: {p['pending']} metric(s), {p['due']} due now, oldest change "
-                          f"{p['oldest_age_seconds']:.0f}s ago; in flight: {p['inflight']}; batches: {batches}")
+        batches = ", ".join(f"{k} {v}" for k, v in sorted(p.batches.items())) or "none open"
+        self.stdout.write(f"pending: {p.pending} metric(s), {p.due} due now, oldest change "
+                          f"{p.oldest_age_seconds:.0f}s ago; in flight: {p.inflight}; batches: {batches}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -65,12 +66,12 @@ class Command(BaseCommand):
         parser.add_argument("--max-age", type=float, default=60.0,
                             help="oldest acceptable main-loop heartbeat gauge, in seconds")
 
-    def handle(self, *args: object, **opts: object) -> None:
+    def handle(self, *args: object, **opts: Any) -> None:
         process = str(opts["process"])
         port = opts["port"] if opts["port"] is not None else DEFAULT_PORTS[process]()
         if not port:
             raise CommandError(f"{PORT_SETTING[process]} is 0: {process} serves no metrics to check", returncode=1)
-        timeout = float(opts["timeout"] or settings.HEALTH_CHECK_TIMEOUT_SECONDS)  # type: ignore[arg-type]
+        timeout = float(opts["timeout"] or settings.HEALTH_CHECK_TIMEOUT_SECONDS)
         base = f"http://{opts['host']}:{port}"
         if process == "web":
             _get(f"{base}/healthz", timeout)
@@ -81,7 +82,7 @@ class Command(BaseCommand):
         # A daemon's main loop stamps metasync_<process>_heartbeat_timestamp_seconds (the worker's
         # on each Celery event heartbeat): 0 or absent means not yet, or no such gauge.
         beat = values.get(f"metasync_{process}_heartbeat_timestamp_seconds", 0.0)
-        max_age = float(opts["max_age"])  # type: ignore[arg-type]
+        max_age = float(opts["max_age"])
         if beat and time.time() - beat > max_age:
             raise CommandError(f"{process}: main loop last seen {time.time() - beat:.0f}s ago (> {max_age:g}s)",
                                returncode=1)

@@ -1,0 +1,18 @@
+"""The steward-editable mapping from Sparkplug keys to Canary property names."""
+
+from __future__ import annotations
+
+from django.db import connection
+
+from cdcsync.pending import mark_now
+
+
+def resync_key(key: str) -> int:
+    """Every metric carrying ``key`` (edge value or override) is re-diffed at once: a mapping
+    change alters what Canary should hold. Returns how many metrics were marked."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT DISTINCT metric_id FROM uns_meta.metric_properties WHERE key = %s"
+                    " UNION SELECT DISTINCT metric_id FROM uns_meta.property_overrides WHERE key = %s",
+                    [key, key])
+        ids = [r[0] for r in cur.fetchall()]
+    return mark_now(ids, reason="mapping")

@@ -1,0 +1,20 @@
+-- Pending and in-flight work agree: a metric is in flight only with an open batch, an open batch
+-- holds its metrics, and nothing waits far longer than the debounce cap allows.
+SELECT 'in-flight row of a batch that already ended' AS check,
+       format('metric %s batch %s (%s)', i.metric_id, b.id, b.status) AS detail
+  FROM uns_meta.canary_inflight i JOIN uns_meta.canary_push_batches b ON b.id = i.batch_id
+ WHERE b.status NOT IN ('queued', 'sending')
+UNION ALL
+SELECT 'open batch without in-flight metrics', format('batch %s (%s, %s tags)', b.id, b.status, b.tags)
+  FROM uns_meta.canary_push_batches b
+ WHERE b.status IN ('queued', 'sending')
+   AND NOT EXISTS (SELECT 1 FROM uns_meta.canary_inflight i WHERE i.batch_id = b.id)
+UNION ALL
+SELECT 'open batch not touched for an hour (its task is lost and re-drive is not running)',
+       format('batch %s (%s since %s)', b.id, b.status, b.updated_at)
+  FROM uns_meta.canary_push_batches b
+ WHERE b.status IN ('queued', 'sending') AND b.updated_at < now() - interval '1 hour'
+UNION ALL
+SELECT 'pending change due for more than an hour (the flush is not running)',
+       format('metric %s due %s', p.metric_id, p.due_at)
+  FROM uns_meta.sync_pending p WHERE p.due_at < now() - interval '1 hour';

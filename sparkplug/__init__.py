@@ -1,0 +1,1 @@
+"""The Sparkplug B wire format: pure Python, no Django, no database (docs/sparkplug.md)."""
