@@ -21,7 +21,7 @@ help:
 	@echo "make up|down|status  the local stack, detached (logs in $(LOGS)/)"
 	@echo "make exporter-venv celery-exporter in its own virtualenv .venv-exporter (make demo does it too)"
 	@echo "make bench         benchmarks -> bench/results/*.json"
-	@echo "make lint          ruff"
+	@echo "make lint          ruff, import rules (import-linter), types (mypy)"
 
 venv: $(STAMP)
 $(STAMP): requirements.txt requirements-dev.txt
@@ -50,11 +50,13 @@ tools:
 migrate: devstack
 	$(PY) manage.py migrate --noinput
 
+# Stages (scripts/check): lint, import rules, types, pure unit tests, the suite against the dev stack,
+# the coverage floor; a per-stage summary, artifacts of a failed run kept in .ci/artifacts/.
 test: tools devstack
-	$(PY) -m pytest
+	$(PY) scripts/check
 
 lint: venv
-	$(VENV)/bin/ruff check .
+	$(PY) scripts/check --only lint imports types
 
 proto: venv
 	scripts/gen-proto
