@@ -472,6 +472,7 @@ class Stack:
                 self._running.discard(name)
                 self.daemons[name].stop()
             return
+        self.snapshot_metrics()
         order = [n for n in ("ingest", "cdc", "beat", "worker") if n in self.daemons]
         order += [n for n in self.daemons if n not in order]
         try:
@@ -585,6 +586,19 @@ class Stack:
             client.close()
         return value.decode() if value else "closed"
 
+    def snapshot_metrics(self) -> None:
+        """Each running daemon's last /metrics page into ``metrics-<name>.txt`` beside its log: what
+        a failed run leaves behind (make test keeps these folders under .ci/artifacts/)."""
+        ports = {"ingest": self.metrics_port, "cdc": self.cdc_metrics_port}
+        for name, port in ports.items():
+            if name not in self._running:
+                continue
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                    (self.tmp_dir / f"metrics-{name}.txt").write_bytes(response.read())
+            except OSError:
+                pass  # gone already: its log says why
+
     def logs(self, lines: int = 60) -> str:
         parts = [d.tail(lines) for d in self.daemons.values() if d.proc is not None]
         if self.canary is not None:
@@ -608,6 +622,14 @@ def running_stack(tmp_dir: Path, **kwargs: object) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
+
+
+def integrity_violations() -> list[str]:
+    """What the verification scripts of ops/sql find wrong in the test database (monitoring.integrity):
+    duplicates, typed values, orphans, the sync queue, the ledger."""
+    from monitoring import integrity
+
+    return [f"{v.script}: {v.check}: {v.detail}" for v in integrity.run()]
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,7 +37,16 @@ from devtools.canary_mock import CanaryMock
 from devtools.edge import changing_metrics, synthetic_birth, synthetic_metrics
 from ingest.models import BirthFrame
 from sparkplug.codec import MetricSpec
-from stack import BREAKER_STATE_KEY, CANARY_API_TOKEN, Stack, publish, running_stack, scrape, wait_for
+from stack import (
+    BREAKER_STATE_KEY,
+    CANARY_API_TOKEN,
+    Stack,
+    integrity_violations,
+    publish,
+    running_stack,
+    scrape,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -163,8 +172,10 @@ def wait_in_parity(stack: Stack, group: str, timeout: float = SETTLE_TIMEOUT) ->
             return None
         return ids
 
-    return wait_for(in_parity, timeout, f"Canary to equal the catalog for group {group}", interval=0.25,
-                    context=lambda: f"state: {state[0]}\n{stack.logs()}")
+    ids = wait_for(in_parity, timeout, f"Canary to equal the catalog for group {group}", interval=0.25,
+                   context=lambda: f"state: {state[0]}\n{stack.logs()}")
+    assert integrity_violations() == [], stack.logs()
+    return ids
 
 
 def catalog_duplicates(group: str) -> list[dict]:

@@ -31,7 +31,7 @@ from catalog.models import Metric, MetricProperty, MetricVersion
 from devtools.edge import synthetic_birth, synthetic_metrics
 from ingest.models import BirthFrame
 from sparkplug.codec import MetricSpec
-from stack import BASE_DIR, DaemonDied, Publisher, Stack, running_stack, wait_for
+from stack import BASE_DIR, DaemonDied, Publisher, Stack, integrity_violations, running_stack, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -580,6 +580,10 @@ def test_killing_any_process_or_restarting_any_service_loses_nothing(tmp_path):
                        f"{len(ids)} metrics of the group (probes included) and the last published round "
                        f"{sorted(last_round.values())} for the {len(expected)} simulated ones; mock requests "
                        f"{stats['requests_by_method']}, HTTP 5xx {stats['http_5xx']}")
+        violations = db(integrity_violations)
+        assert violations == [], f"{len(violations)} integrity violation(s): {violations[:5]}\n{summary()}"
+        checked.append("(4) the verification scripts of ops/sql find nothing (duplicates, typed values, orphans, "
+                       "sync queue, ledger)")
         checked.append(f"daemon starts {starts}; all running at the end")
 
     print("\n" + summary(), flush=True)
