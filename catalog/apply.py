@@ -19,11 +19,11 @@ import psycopg
 from django.conf import settings
 from django.db import connection
 
-from catalog import propvalues, uns
+from catalog import propvalues, uns, validation
 from catalog.propvalues import to_json
 from metasync import locks
 from metasync.db import scalar
-from sparkplug.codec import RawMetric, decode_properties, iter_metrics
+from sparkplug.codec import DecodeError, RawMetric, decode_properties, iter_metrics
 from sparkplug.topic import Topic
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,12 @@ VERSION_COLUMNS = ("metric_id", "kind", "change", "changed_by")
 
 
 class Rejected(Exception):
-    """The birth cannot be applied as a whole; the message is the reason stored on its ledger row."""
+    """The birth cannot be applied as a whole; the message is the reason stored on its ledger row.
+    ``unresolved_aliases``: nameless metrics nothing resolved (the edge may be asked for a rebirth)."""
+
+    def __init__(self, reason: str, unresolved_aliases: int = 0) -> None:
+        super().__init__(reason)
+        self.unresolved_aliases = unresolved_aliases
 
 
 @dataclass
@@ -81,6 +86,10 @@ class Incoming:
     raw: RawMetric
     fingerprint: bytes
     uns_path: str = ""
+    takes_over: Known | None = None  # a retired metric whose path this new name claims
+
+
+Props = dict[str, tuple[int, object]]
 
 
 def fingerprint(name: str, datatype: int, properties: bytes) -> bytes:
@@ -132,7 +141,7 @@ class BirthApplier:
         if self.counts["metrics"] == 0:  # never read an empty birth as "every metric retired"
             raise Rejected("the birth has no metrics")
         if self.counts["rejected"] == self.counts["metrics"]:
-            raise Rejected("every metric was rejected: " + "; ".join(self.problems[:20]))
+            raise Rejected("every metric was rejected: " + "; ".join(self.problems[:20]), self.unresolved_aliases)
         self._apply_deferred_renames()
         self._retire_absent()
         return Applied(self.device_id, self.counts, self.problems, self.unresolved_aliases, self.diff)
@@ -177,6 +186,8 @@ class BirthApplier:
                     self.by_alias[alias] = known
         self.seen_ids: set[int] = set()
         self.new_names: set[int] = set()  # hash(name) of new names seen in this birth
+        # New names decided once the whole birth is seen: renames by alias, and names that claim
+        # the path of a retired metric (that metric may still come back later in the birth).
         self.deferred: list[Incoming] = []
 
     # --- per chunk ---------------------------------------------------------------
@@ -189,6 +200,11 @@ class BirthApplier:
             name = self._name_of(raw)
             if name is None:
                 continue
+            try:
+                validation.check_metric(name, raw.alias)
+            except validation.Invalid as exc:
+                self._reject(raw, name, str(exc))
+                continue
             known = self.known.get(name)
             if known is not None and known.id in self.seen_ids or known is None and hash(name) in self.new_names:
                 self._reject(raw, name, "name appears twice in the birth")
@@ -198,7 +214,7 @@ class BirthApplier:
                 self.new_names.add(hash(name))
                 if not self._claim_path(incoming):
                     continue
-                if raw.alias is not None and self._rename_candidate(raw) is not None:
+                if incoming.takes_over is not None or (raw.alias is not None and self._rename_candidate(raw)):
                     self.deferred.append(incoming)  # decided once the whole birth is seen
                 else:
                     new.append(incoming)
@@ -237,15 +253,26 @@ class BirthApplier:
         ).fetchone()
         if row is not None:
             return row[0]
+        # Never stored under a made-up name: it would become a catalog metric and a Canary tag.
         self.unresolved_aliases += 1
-        return f"alias:{raw.alias}"
+        self._reject(raw, "", f"alias {raw.alias} has no name and none is known for it (a rebirth with names "
+                              "is needed)")
+        return None
 
     def _claim_path(self, incoming: Incoming) -> bool:
         path = uns.metric_path(self.device_path, incoming.name)
+        try:
+            validation.check_path(path)
+        except validation.Invalid as exc:
+            self._reject(incoming.raw, incoming.name, str(exc))
+            return False
         collision = self.paths.add(incoming.name, path)
         if collision is not None:
-            self._reject(incoming.raw, incoming.name, f"path {path!r} already used by {collision.existing_name!r}")
-            return False
+            owner = self.known.get(collision.existing_name)
+            if owner is None or not owner.retired or owner.id in self.seen_ids:
+                self._reject(incoming.raw, incoming.name, f"path {path!r} already used by {collision.existing_name!r}")
+                return False
+            incoming.takes_over = owner  # a retired metric's path: decided once the whole birth is seen
         incoming.uns_path = path
         return True
 
@@ -257,25 +284,35 @@ class BirthApplier:
 
     def _reject(self, raw: RawMetric, name: str, why: str) -> None:
         self.counts["rejected"] += 1
-        self.problems.append(f"metric #{raw.index} {name!r}: {why}")
+        shown = name if len(name) <= 120 else name[:117] + "…"  # the reason must still fit the ledger row
+        self.problems.append(f"metric #{raw.index} {shown!r}: {why}")
 
     # --- writes --------------------------------------------------------------------
-    def _insert_new(self, new: list[Incoming]) -> None:
+    def _insert_new(self, candidates: list[Incoming]) -> None:
+        # Decoded and checked before anything is written; held for this chunk only.
+        new: list[tuple[Incoming, Props]] = []
+        for inc in candidates:
+            props = self._decode_checked(inc)
+            if props is None:
+                self.paths.release(inc.uns_path)
+            else:
+                new.append((inc, props))
+        if not new:
+            return
         ids = [r[0] for r in self.conn.execute(
             "SELECT nextval(pg_get_serial_sequence('uns_meta.metrics', 'id')) FROM generate_series(1, %s)",
             (len(new),))]
         with self.conn.cursor() as cur:
             with cur.copy(f"COPY uns_meta.metrics ({', '.join(METRIC_COLUMNS)}) FROM STDIN") as cp:
-                for mid, inc in zip(ids, new, strict=True):
+                for mid, (inc, _) in zip(ids, new, strict=True):
                     plant = self.convention.classify(self.topic, inc.name).plant
                     cp.write_row((mid, self.device_id, inc.name, inc.uns_path, inc.raw.datatype, inc.raw.alias,
                                   plant, inc.fingerprint))
             versions = []
             with cur.copy(f"COPY uns_meta.metric_properties ({', '.join(PROPERTY_COLUMNS)}) FROM STDIN") as cp:
-                for mid, inc in zip(ids, new, strict=True):
-                    props = self._decode(inc)
+                for mid, (inc, props) in zip(ids, new, strict=True):
                     for key, (sptype, value) in props.items():
-                        kind, is_null, cols = _columns(sptype, value, inc, key)
+                        kind, is_null, cols = propvalues.to_columns(sptype, value)
                         cp.write_row((mid, key, sptype, kind, is_null) + cols)
                     # serialized at once: a chunk of dicts would cost far more memory than their text
                     versions.append((mid, "created", to_json({
@@ -292,7 +329,9 @@ class BirthApplier:
         metric_rows: list[tuple] = []
         versions: list[tuple[int, str, dict]] = []
         for known, inc in changed:
-            props = self._decode(inc)
+            props = self._decode_checked(inc)
+            if props is None:  # the metric keeps its stored definition
+                continue
             diff, rows, gone = _diff(current.get(known.id, {}), props)
             upserts.extend((known.id, key) + row for key, row in rows)
             deletes.extend((known.id, key) for key in gone)
@@ -317,37 +356,57 @@ class BirthApplier:
         """A new name whose alias+datatype match a metric absent from this birth is a rename."""
         fresh: list[Incoming] = []
         for inc in self.deferred:
+            if inc.takes_over is not None:
+                self._take_over_path(inc, inc.takes_over)
+                continue
             known = self._rename_candidate(inc.raw)
             if known is None:
                 fresh.append(inc)
                 continue
-            self.seen_ids.add(known.id)
             old_name, old_path = known.name, known.uns_path
-            self._rename(known, inc)
-            self.counts["renamed"] += 1
-            self.paths.release(old_path)
-            log.info("metric %s renamed %r -> %r (alias %s)", known.id, old_name, inc.name, inc.raw.alias)
+            if self._rename(known, inc, f"renamed by alias {inc.raw.alias}"):
+                self.paths.release(old_path)
+                log.info("metric %s renamed %r -> %r (alias %s)", known.id, old_name, inc.name, inc.raw.alias)
         if fresh:
             self._insert_new(fresh)
 
-    def _rename(self, known: Known, inc: Incoming) -> None:
+    def _take_over_path(self, inc: Incoming, retired: Known) -> None:
+        """A new name whose path is a retired metric's: the same Canary tag, so the retired metric
+        comes back under the new name (unless it came back itself later in this birth)."""
+        if retired.id in self.seen_ids:
+            self._reject(inc.raw, inc.name, f"path {inc.uns_path!r} already used by {retired.name!r}")
+            return
+        if self._rename(retired, inc, f"path of retired {retired.name!r} taken by the new name {inc.name!r}"):
+            self.counts["restored"] += 1
+            log.info("retired metric %s restored as %r (same path %s)", retired.id, inc.name, inc.uns_path)
+
+    def _rename(self, known: Known, inc: Incoming, reason: str) -> bool:
+        """``known`` carries on as ``inc``: same id, new name (and path); False if ``inc`` was rejected."""
+        props = self._decode_checked(inc)
+        if props is None:
+            return False
+        self.seen_ids.add(known.id)
+        self.counts["renamed"] += 1
         current = self._stored_properties([known.id])
-        props = self._decode(inc)
         diff, rows, gone = _diff(current.get(known.id, {}), props)
         diff["name"] = [known.name, inc.name]
-        diff["uns_path"] = [known.uns_path, inc.uns_path]
+        if known.uns_path != inc.uns_path:
+            diff["uns_path"] = [known.uns_path, inc.uns_path]
         self.conn.execute(
             "UPDATE uns_meta.metrics SET name = %s, uns_path = %s, fingerprint = %s, alias = %s,"
             " datatype = %s, retired_at = NULL WHERE id = %s",
             (inc.name, inc.uns_path, inc.fingerprint, inc.raw.alias, inc.raw.datatype, known.id))
         self._write_properties([(known.id, key) + row for key, row in rows], [(known.id, k) for k in gone])
-        self.conn.execute(
-            "INSERT INTO uns_meta.metric_path_lineage AS l (metric_id, old_path, new_path, reason, changed_by)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (metric_id, old_path, new_path)"
-            " DO UPDATE SET changed_at = now(), reason = EXCLUDED.reason, changed_by = EXCLUDED.changed_by",
-            (known.id, known.uns_path, inc.uns_path, f"renamed by alias {inc.raw.alias}", self.changed_by))
+        if known.uns_path != inc.uns_path:
+            self.conn.execute(
+                "INSERT INTO uns_meta.metric_path_lineage AS l (metric_id, old_path, new_path, reason, changed_by)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (metric_id, old_path, new_path)"
+                " DO UPDATE SET changed_at = now(), reason = EXCLUDED.reason, changed_by = EXCLUDED.changed_by",
+                (known.id, known.uns_path, inc.uns_path, reason, self.changed_by))
         with self.conn.cursor() as cur:
             self._write_versions(cur, [(known.id, "renamed", diff)])
+        known.name, known.uns_path, known.retired = inc.name, inc.uns_path, False
+        return True
 
     def _retire_absent(self) -> None:
         gone = [k for k in self.known.values() if not k.retired and k.id not in self.seen_ids]
@@ -361,10 +420,19 @@ class BirthApplier:
             self._write_versions(cur, [(k.id, "retired", {"absent_from": self.changed_by}) for k in gone])
 
     # --- helpers -------------------------------------------------------------------
-    def _decode(self, inc: Incoming) -> dict[str, tuple[int, object]]:
-        where = f"metric #{inc.raw.index} {inc.name!r}"
-        return {k: propvalues.comparable(t, v)
-                for k, (t, v) in decode_properties(inc.raw.properties, where=where).items()}
+    def _decode_checked(self, inc: Incoming) -> Props | None:
+        """The metric's properties as stored values; None (and the metric rejected by name) when
+        they do not decode or the catalog cannot hold them."""
+        try:
+            props = decode_properties(inc.raw.properties)
+            for key, (sptype, _) in props.items():
+                if sptype not in propvalues.STORAGE_TYPE:
+                    raise validation.Invalid(f"property {key!r} has type {sptype}, which a property cannot have")
+            validation.check_properties(props)
+        except (DecodeError, validation.Invalid) as exc:
+            self._reject(inc.raw, inc.name, str(exc))
+            return None
+        return {k: propvalues.comparable(t, v) for k, (t, v) in props.items()}
 
     def _stored_properties(self, metric_ids: list[int]) -> dict[int, dict[str, tuple[int, object]]]:
         out: dict[int, dict[str, tuple[int, object]]] = {}
@@ -426,14 +494,6 @@ class BirthApplier:
         with cur.copy(f"COPY uns_meta.metric_versions ({', '.join(VERSION_COLUMNS)}) FROM STDIN") as cp:
             for mid, kind, change in versions:
                 cp.write_row((mid, kind, change if isinstance(change, str) else to_json(change), self.changed_by))
-
-
-def _columns(sptype: int, value: object, inc: Incoming, key: str) -> tuple[str, bool, tuple]:
-    try:
-        return propvalues.to_columns(sptype, value)
-    except KeyError:
-        raise Rejected(f"metric #{inc.raw.index} {inc.name!r}: property {key!r} has unsupported type {sptype}") \
-            from None
 
 
 def _diff(old: dict[str, tuple[int, object]], new: dict[str, tuple[int, object]]

@@ -14,7 +14,8 @@ class BirthFrame(models.Model):
         APPLIED = "applied"
         DUPLICATE = "duplicate"
         STALE = "stale"
-        REJECTED = "rejected"
+        REJECTED = "rejected"  # the frame is invalid: the reason says why, it is never retried
+        FAILED = "failed"  # applying it raised on every one of BIRTH_MAX_ATTEMPTS attempts
 
     topic = models.TextField()
     payload = models.BinaryField()
@@ -28,7 +29,12 @@ class BirthFrame(models.Model):
     # {"new", "changed", "unchanged", "retired", "restored", "renamed", "rejected"}
     counts = models.JSONField(null=True, blank=True)
     device = models.ForeignKey("catalog.Device", null=True, blank=True, on_delete=models.SET_NULL)
+    # Attempts to process it, counted as each starts (a worker killed mid-apply counts too), and
+    # those that ended in an unexpected error (the reason holds the last one).
     attempts = models.IntegerField(default=0)
+    failures = models.IntegerField(db_default=0)
+    # Set while a failed attempt waits for its retry: beat's stuck-frame requeue leaves it alone till then.
+    retry_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     apply_seconds = models.FloatField(null=True, blank=True)
 

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from psycopg.types.json import Jsonb
 
+from catalog import validation
 from catalog.apply import Rejected, apply_birth
 from ingest.ledger import read_payload
 from ingest.models import BirthFrame
@@ -38,28 +39,38 @@ class Outcome:
 
 
 def process_frame(frame_id: int, *, dry_run: bool = False) -> Outcome:
-    """Apply ledger frame ``frame_id``; idempotent. Returns what became of it."""
+    """Apply ledger frame ``frame_id``; idempotent. Returns what became of it.
+
+    Raises what it did not expect (a bug, a database error the frame causes): the caller notes it
+    with :func:`record_failure`, which bounds the retries."""
     frame = BirthFrame.objects.filter(pk=frame_id).values("topic", "status").first()
     if frame is None:
         return Outcome(frame_id, "missing", "no such ledger frame")
     if frame["status"] != BirthFrame.Status.RECEIVED:
         return Outcome(frame_id, frame["status"], "already processed")
+    if not dry_run:
+        given_up = _start_attempt(frame_id)
+        if given_up is not None:
+            return given_up
     started = time.monotonic()
     try:
         topic = parse_topic(frame["topic"])
         if topic.verb != "DBIRTH" or topic.device is None:
             raise Rejected(f"not a DBIRTH topic: {frame['topic']!r} (verb {topic.verb})")
+        validation.check_topic_ids(topic.group_id, topic.edge, topic.device)
         with transaction.atomic():
             outcome = _process(frame_id, frame["topic"], topic, dry_run)
             _finish(frame_id, outcome, time.monotonic() - started)
             if dry_run:
                 transaction.set_rollback(True)
         return outcome
-    except (Rejected, DecodeError, TopicError) as exc:
+    except (Rejected, validation.Invalid, DecodeError, TopicError) as exc:
         cause = "decode" if isinstance(exc, DecodeError) else "topic" if isinstance(exc, TopicError) else "invalid"
         outcome = Outcome(frame_id, BirthFrame.Status.REJECTED, str(exc), cause=cause)
         if not dry_run:
             _finish(frame_id, outcome, time.monotonic() - started)
+            if isinstance(exc, Rejected) and exc.unresolved_aliases and settings.REBIRTH_REQUESTS_ENABLED:
+                request_rebirth(topic.group_id, topic.edge)
         return outcome
 
 
@@ -73,14 +84,14 @@ def _process(frame_id: int, topic_name: str, topic: Topic, dry_run: bool) -> Out
         return Outcome(frame_id, row[0] if row else "missing", "already processed")
     payload = read_payload(conn, frame_id)
     header = read_header(payload)
+    validation.check_header(header.timestamp)
     conn.execute("UPDATE uns_meta.birth_frames SET payload_ts = %s WHERE id = %s", (header.timestamp, frame_id))
     verdict = _duplicate_or_stale(frame_id, topic_name, bytes(row[1]), header.timestamp)
     if verdict:
         return verdict
     applied = apply_birth(topic, payload, changed_by=f"birth:{frame_id}", dry_run=dry_run)
     if applied.unresolved_aliases and settings.REBIRTH_REQUESTS_ENABLED and not dry_run:
-        group, edge = topic.group_id, topic.edge
-        transaction.on_commit(lambda: request_rebirth(group, edge))
+        transaction.on_commit(lambda: request_rebirth(topic.group_id, topic.edge))
     return Outcome(frame_id, BirthFrame.Status.APPLIED, applied.reason, applied.counts, applied.device_id,
                    applied.diff)
 
@@ -103,11 +114,62 @@ def _duplicate_or_stale(frame_id: int, topic_name: str, sha256: bytes, payload_t
     return None
 
 
+def _start_attempt(frame_id: int) -> Outcome | None:
+    """Count this attempt in its own transaction, before any work: an attempt that never ends (a
+    worker killed by a huge or poisonous birth) still counts. Too many unfinished attempts end the
+    frame ``failed`` (the Outcome returned); otherwise None."""
+    connection.ensure_connection()
+    with transaction.atomic():
+        row = connection.connection.execute(
+            "UPDATE uns_meta.birth_frames SET attempts = attempts + 1, retry_at = NULL"
+            " WHERE id = %s AND status = 'received' RETURNING attempts, failures, reason", (frame_id,)).fetchone()
+    if row is None:
+        return Outcome(frame_id, "missing", "already processed")
+    attempts, failures, last_error = row
+    unfinished = attempts - 1 - failures  # earlier attempts that neither finished nor recorded an error
+    if unfinished < settings.BIRTH_MAX_ATTEMPTS * 3:
+        return None
+    reason = f"processing never finished in {unfinished} attempts (the worker died or lost the database)"
+    outcome = Outcome(frame_id, BirthFrame.Status.FAILED, reason + (f"; last error: {last_error}" if last_error else ""))
+    _finish(frame_id, outcome, 0.0)
+    return outcome
+
+
+@dataclass(frozen=True)
+class Failure:
+    attempts: int
+    final: bool  # the frame is now `failed`
+    retry_in: float  # seconds until the next attempt (when not final)
+    error: str
+
+
+def record_failure(frame_id: int, exc: BaseException) -> Failure:
+    """An attempt raised ``exc``: keep its text on the frame; after ``BIRTH_MAX_ATTEMPTS`` failures
+    the frame ends ``failed``, before that its next attempt is due after a doubling backoff."""
+    error = f"{exc.__class__.__name__}: {exc}".strip()[:2000]
+    connection.ensure_connection()
+    with transaction.atomic():
+        row = connection.connection.execute(
+            "UPDATE uns_meta.birth_frames SET failures = failures + 1, reason = %s WHERE id = %s"
+            " AND status = 'received' RETURNING failures", (error, frame_id)).fetchone()
+    failures = row[0] if row else 0
+    if row is None or failures >= settings.BIRTH_MAX_ATTEMPTS:
+        if row is not None:
+            _finish(frame_id, Outcome(frame_id, BirthFrame.Status.FAILED,
+                                      f"failed {failures} attempt(s), the last with {error}"), 0.0)
+        return Failure(failures, True, 0.0, error)
+    delay = min(settings.BIRTH_RETRY_SECONDS * 2 ** (failures - 1), 300.0)
+    with transaction.atomic():
+        connection.connection.execute(
+            "UPDATE uns_meta.birth_frames SET retry_at = now() + %s * interval '1 s' WHERE id = %s", (delay, frame_id))
+    return Failure(failures, False, delay, error)
+
+
 def _finish(frame_id: int, outcome: Outcome, seconds: float) -> None:
     connection.ensure_connection()
     connection.connection.execute(
         "UPDATE uns_meta.birth_frames SET status = %s, reason = %s, counts = %s, device_id = %s,"
-        " processed_at = now(), apply_seconds = %s, attempts = attempts + 1"
+        " processed_at = now(), apply_seconds = %s, retry_at = NULL"
         " WHERE id = %s AND status = 'received'",
         (outcome.status, outcome.reason[:10000], Jsonb(outcome.counts) if outcome.counts else None,
          outcome.device_id, seconds, frame_id))

@@ -6,7 +6,8 @@ import logging
 import time
 from datetime import timedelta
 
-from celery import shared_task
+import psycopg
+from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 # Birth apply metrics, exported by the worker (docs/metrics.md). Counted here, after the frame's
 # transaction committed, so a retried task is not counted twice.
 BIRTHS = Counter("metasync_births_total", "Ledger frames processed by process_birth, by outcome", ["status"])
+BIRTH_ERRORS = Counter("metasync_birth_errors_total",
+                       "Attempts at a frame that raised unexpectedly (retried, or the frame ended failed)", ["final"])
 BIRTH_REJECTIONS = Counter("metasync_births_rejected_total", "Frames rejected, by cause (decode, topic, invalid)",
                            ["cause"])
 BIRTH_METRICS = Counter("metasync_birth_metrics_total",
@@ -34,18 +37,53 @@ _METRIC_OUTCOMES = ("new", "changed", "unchanged", "retired", "restored", "renam
 STUCK_AFTER = timedelta(minutes=2)
 
 
-@shared_task(
-    acks_late=True, ignore_result=True,
-    autoretry_for=(OperationalError, InterfaceError), retry_backoff=2, retry_backoff_max=60,
-    retry_jitter=True, max_retries=20,
-)
-def process_birth(frame_id: int) -> str:
-    """Apply ledger frame ``frame_id`` to the catalog (idempotent: safe to run twice)."""
+class BirthNotApplied(Exception):
+    """The frame ended ``rejected`` or ``failed``: the task fails with the reason, so support staff
+    see it in Flower (it is never retried: the ledger row has the final word)."""
+
+
+# Connectivity problems: the frame is not to blame, Celery retries without counting an attempt.
+# A statement timeout is an OperationalError too, but a frame that times out is counted and bounded.
+_OUTAGES = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def _is_outage(exc: BaseException) -> bool:
+    cause = exc.__cause__ if isinstance(exc, OperationalError | InterfaceError) else exc
+    return isinstance(exc, _OUTAGES) and not isinstance(cause, psycopg.errors.QueryCanceled)
+
+
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None)
+def process_birth(self: Task, frame_id: int) -> str:
+    """Apply ledger frame ``frame_id`` to the catalog (idempotent: safe to run twice).
+
+    An outage (database unreachable) is retried with backoff without limit; anything else that
+    raises is recorded on the frame and retried at most BIRTH_MAX_ATTEMPTS times, then the frame
+    ends ``failed`` and the task fails. A ``rejected`` or ``failed`` frame fails the task too."""
     with bind(cid=f"frame-{frame_id}", frame_id=frame_id):
         started = time.monotonic()
-        outcome = processing.process_frame(frame_id)
+        try:
+            outcome = processing.process_frame(frame_id)
+        except Exception as exc:
+            if _is_outage(exc):
+                countdown = min(2 ** min(self.request.retries, 5) * 2, 60)
+                log.warning("frame %s: database unavailable (%s); retrying in %ss", frame_id, exc.__class__.__name__,
+                            countdown)
+                raise self.retry(exc=exc, countdown=countdown) from None
+            failure = processing.record_failure(frame_id, exc)
+            BIRTH_ERRORS.labels("yes" if failure.final else "no").inc()
+            if failure.final:
+                BIRTHS.labels("failed").inc()
+                log.error("frame %s failed for good after %d attempt(s): %s", frame_id, failure.attempts,
+                          failure.error, exc_info=exc)
+                raise BirthNotApplied(f"frame {frame_id} failed after {failure.attempts} attempt(s): "
+                                      f"{failure.error}") from exc
+            log.warning("frame %s: attempt %d failed (%s); retrying in %.0fs", frame_id, failure.attempts,
+                        failure.error, failure.retry_in, exc_info=exc)
+            raise self.retry(exc=exc, countdown=failure.retry_in) from None
         _count(outcome, time.monotonic() - started)
         log.info("frame %s %s %s %s", frame_id, outcome.status, outcome.counts or "", outcome.reason[:500])
+        if outcome.status in ("rejected", "failed") and outcome.reason != "already processed":
+            raise BirthNotApplied(f"frame {frame_id} {outcome.status}: {outcome.reason[:2000]}")
     return outcome.status
 
 
@@ -68,12 +106,13 @@ def _count(outcome: processing.Outcome, seconds: float) -> None:
 def requeue_stuck_frames(limit: int = 1000) -> int:
     cutoff = timezone.now() - STUCK_AFTER
     with connection.cursor() as cur:
+        # A frame waiting for the retry of a failed attempt is left alone until that is due.
         cur.execute(
             "SELECT id FROM uns_meta.birth_frames WHERE status = 'received' AND received_at < %s"
-            " ORDER BY id LIMIT %s", [cutoff, limit])
+            " AND (retry_at IS NULL OR retry_at < now() - interval '1 minute') ORDER BY id LIMIT %s", [cutoff, limit])
         ids = [row[0] for row in cur.fetchall()]
     for frame_id in ids:
-        process_birth.apply_async(args=(frame_id,), queue="births")
+        process_birth.apply_async(args=(frame_id,))
     if ids:
         log.warning("re-enqueued %d ledger frame(s) stuck in 'received'", len(ids), extra={"frame_ids": ids})
     return len(ids)

@@ -227,6 +227,10 @@ INGEST_METRICS_PORT = env.integer("INGEST_METRICS_PORT", 9101, minimum=0)
 # --- applying births -------------------------------------------------------------
 BIRTH_CHUNK_METRICS = env.integer("BIRTH_CHUNK_METRICS", 20000, minimum=100)
 LEDGER_RETENTION_DAYS = env.integer("LEDGER_RETENTION_DAYS", 14, minimum=1)
+# A frame whose processing raises something unexpected is retried this often (backoff from
+# BIRTH_RETRY_SECONDS, doubling, at most 5 minutes), then ends `failed` with the error.
+BIRTH_MAX_ATTEMPTS = env.integer("BIRTH_MAX_ATTEMPTS", 5, minimum=1)
+BIRTH_RETRY_SECONDS = env.number("BIRTH_RETRY_SECONDS", 10, minimum=0.1)
 UNS_CONVENTION = env.choice("UNS_CONVENTION", ("default",), "default")
 UNS_NON_COUNTRY_EDGES = env.csv("UNS_NON_COUNTRY_EDGES", "Edge,Normalised")
 REBIRTH_REQUESTS_ENABLED = env.boolean("REBIRTH_REQUESTS_ENABLED", False)

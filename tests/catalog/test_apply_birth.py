@@ -150,18 +150,27 @@ def test_nameless_metric_resolved_from_device_then_node_alias_cache():
     assert Metric.objects.get(device_id=outcome.device_id).name == "Plant/known"
 
 
-def test_unresolved_alias_is_stored_as_alias_id_and_requests_one_rebirth(settings, monkeypatch,
-                                                                          django_capture_on_commit_callbacks):
-    """TC-05: an unknown alias becomes `alias:<id>` and asks for a (throttled) rebirth."""
+def test_unresolved_alias_is_rejected_by_name_and_requests_one_rebirth(settings, monkeypatch,
+                                                                         django_capture_on_commit_callbacks):
+    """TC-05: a nameless metric whose alias nothing resolves is not stored under a made-up name (it
+    would become a catalog metric and a Canary tag): it is rejected with the reason, the rest of the
+    birth applies, and the edge node is asked for a (throttled) rebirth with names. A birth of only
+    such metrics is rejected, and asks for the rebirth too."""
     requested: list[tuple[str, str]] = []
     monkeypatch.setattr("ingest.processing.request_rebirth", lambda g, e: requested.append((g, e)))
     settings.REBIRTH_REQUESTS_ENABLED = True
     t = topic()
     with django_capture_on_commit_callbacks(execute=True):
-        outcome = receive(t, birth(m(None, alias=42, value=True)))
-    assert outcome.status == "applied" and "1 alias(es) unresolved" in outcome.reason
-    assert Metric.objects.filter(device_id=outcome.device_id, name="alias:42").exists()
+        outcome = receive(t, birth(prod("Plant/named", alias=1), m(None, alias=42, value=True)))
+    assert outcome.status == "applied" and outcome.counts["new"] == 1 and outcome.counts["rejected"] == 1
+    assert "alias 42 has no name" in outcome.reason and "1 alias(es) unresolved" in outcome.reason
+    assert list(Metric.objects.filter(device_id=outcome.device_id).values_list("name", flat=True)) == ["Plant/named"]
     assert requested == [(t.split("/")[1], "Portugal")]
+
+    alone = topic()
+    outcome = receive(alone, birth(m(None, alias=43, value=True)))
+    assert outcome.status == "rejected" and "alias 43 has no name" in outcome.reason
+    assert requested[-1] == (alone.split("/")[1], "Portugal")
 
 
 def test_rename_by_alias_keeps_identity_and_writes_lineage():
