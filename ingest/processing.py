@@ -123,8 +123,9 @@ def _start_attempt(frame_id: int) -> Outcome | None:
         row = connection.connection.execute(
             "UPDATE uns_meta.birth_frames SET attempts = attempts + 1, retry_at = NULL"
             " WHERE id = %s AND status = 'received' RETURNING attempts, failures, reason", (frame_id,)).fetchone()
-    if row is None:
-        return Outcome(frame_id, "missing", "already processed")
+    if row is None:  # another delivery processed it meanwhile
+        status = BirthFrame.objects.filter(pk=frame_id).values_list("status", flat=True).first()
+        return Outcome(frame_id, status or "missing", "already processed")
     attempts, failures, last_error = row
     unfinished = attempts - 1 - failures  # earlier attempts that neither finished nor recorded an error
     if unfinished < settings.BIRTH_MAX_ATTEMPTS * 3:

@@ -29,6 +29,8 @@ class Case:
     reason: str  # a piece of the reason stored on the frame
     device: str = "Kiln"  # the topic's device id
     applied: tuple[str, ...] = field(default=(GOOD,))  # the metric names the catalog holds afterwards
+    # replay_birth reads a JSON file as protobuf's JSON mapping: what it says instead (nothing stored)
+    replay_error: str | None = None
 
 
 def _with_good(*bad: MetricSpec) -> bytes:
@@ -129,6 +131,7 @@ def cases() -> list[Case]:
         Case("an unknown datatype", _raw_birth(_unknown_datatype), "rejected", "unknown datatype 99", applied=()),
         Case("an empty payload", b"", "rejected", "no metrics", applied=()),
         Case("a truncated payload", _with_good(prod("Plant/cut"))[:-7], "rejected", "truncated", applied=()),
-        Case("a JSON payload", b'{"timestamp": 1, "metrics": []}', "rejected", "looks like JSON", applied=()),
+        Case("a JSON payload (a STATE message)", b'{"online": true, "timestamp": 1}', "rejected", "looks like JSON",
+             applied=(), replay_error="online"),
         Case("random bytes", bytes(range(256)) * 3, "rejected", "invalid field number 0 at byte 0", applied=()),
     ]
