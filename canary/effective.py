@@ -10,6 +10,7 @@ DateTime as ISO 8601 UTC text, everything else as the number/bool/string it is.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,9 +18,12 @@ from dataclasses import dataclass, field
 import psycopg
 from django.db import connection
 
+from canary import metrics
 from canary.models import PropertyMapping
 from catalog import propvalues
 from sparkplug.datatypes import DataType
+
+log = logging.getLogger(__name__)
 
 _COLUMNS = ", ".join(propvalues.VALUE_COLUMNS)
 
@@ -64,8 +68,15 @@ def id_array(ids: Iterable[int]) -> str:
 
 
 def effective_targets(metric_ids: list[int], mapping: dict[str, str | None] | None = None) -> dict[int, Target]:
-    """Targets of the given metrics (metrics that no longer exist are simply absent)."""
+    """Targets of the given metrics (metrics that no longer exist are simply absent).
+
+    A key mapped to a Canary name that another key of the metric carries verbatim: the mapped key
+    wins (the steward chose that name for it), and the conflict is counted and logged once."""
     mapping = load_mapping() if mapping is None else mapping
+    # Names a mapping renames some key to: only these can be claimed by two keys of one metric.
+    contested = {name for key, name in mapping.items() if name is not None and name != key}
+    claimed: dict[tuple[int, str], str] = {}  # (metric, contested name) -> the key that set it
+    conflicts: list[str] = []
     targets: dict[int, Target] = {}
     ids = id_array(metric_ids)
     connection.ensure_connection()
@@ -95,7 +106,20 @@ def effective_targets(metric_ids: list[int], mapping: dict[str, str | None] | No
                 else:
                     value = canary_value(*propvalues.from_row(sptype or _OVERRIDE_TYPE[kind], kind, False,
                                                               tuple(cols)))
+                if name in contested:
+                    holder = claimed.setdefault((mid, name), key)
+                    if holder != key:
+                        # The mapped key keeps the name; of two mapped keys (a mapping the admin
+                        # refuses), the first in key order does.
+                        keep = holder if holder != name and (key == name or holder < key) else key
+                        conflicts.append(f"{target.canary_id}: {holder!r} and {key!r} -> {name!r}, kept {keep!r}")
+                        if keep == holder:
+                            continue
+                        claimed[(mid, name)] = key
                 target.properties[name] = value
+    if conflicts:
+        metrics.MAPPING_CONFLICTS.inc(len(conflicts))
+        log.warning("%d property name conflict(s) from the mapping, e.g. %s", len(conflicts), "; ".join(conflicts[:3]))
     return targets
 
 

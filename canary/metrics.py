@@ -15,6 +15,8 @@ RATE_WAITS = Counter("metasync_canary_rate_limit_waits_total", "Calls that had t
 CIRCUIT = Gauge("metasync_canary_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
                 multiprocess_mode="mostrecent")
 BATCHES = Counter("metasync_canary_batches_total", "Push batches by outcome", ["outcome"])
+MAPPING_CONFLICTS = Counter("metasync_sync_mapping_conflicts_total",
+                            "Two keys of one metric mapped to one Canary property name (the mapped key wins)")
 TAGS_PUSHED = Counter("metasync_canary_tags_pushed_total", "Tags acknowledged by Canary")
 END_TO_END = Histogram("metasync_end_to_end_seconds", "Birth received -> Canary acknowledged",
                        buckets=(1, 5, 10, 30, 60, 120, 180, 240, 300, 600, 1200, 3600))

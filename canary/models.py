@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models.functions import Now
+from django.db.models import Q, Value
+from django.db.models.functions import Coalesce, Now, NullIf
 
 
 class PropertyMapping(models.Model):
@@ -17,9 +19,28 @@ class PropertyMapping(models.Model):
     class Meta:
         db_table = 'uns_meta"."canary_property_map'
         ordering = ["key"]
+        constraints = [
+            # Two keys sent under one Canary name would overwrite each other.
+            models.UniqueConstraint(Coalesce(NullIf("canary_name", Value("")), "key"), condition=Q(include=True),
+                                    name="canary_property_map_one_key_per_name",
+                                    violation_error_message="another included key is already sent under this "
+                                                            "Canary name"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.key} → {self.canary_name or self.key}" if self.include else f"{self.key} (excluded)"
+
+    def clean(self) -> None:
+        """A form error, not a database error, when the name is taken (the constraint is the guard)."""
+        if not self.include:
+            return
+        name = self.canary_name or self.key
+        holder = (PropertyMapping.objects.filter(include=True).exclude(pk=self.pk)
+                  .annotate(target=Coalesce(NullIf("canary_name", Value("")), "key", output_field=models.TextField()))
+                  .filter(target=name).first())
+        if holder is not None:
+            raise ValidationError({"canary_name": f"{holder.key!r} is already sent under the Canary name {name!r}: "
+                                                  "another included key is already sent under this Canary name"})
 
 
 class SyncState(models.Model):

@@ -73,7 +73,9 @@ def from_row(sparkplug_type: int, kind: str, is_null: bool, columns: tuple) -> t
     if is_null:
         return sparkplug_type, None
     value = columns[_SLOT[kind]]
-    if kind == "long" and isinstance(value, Decimal):
+    if kind == "json" and isinstance(value, str):  # Django's connections load jsonb as its text
+        value = json.loads(value)
+    elif kind == "long" and isinstance(value, Decimal):
         value = int(value)
     elif kind == "float":
         value = f32(value)
