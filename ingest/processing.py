@@ -131,7 +131,9 @@ def _start_attempt(frame_id: int) -> Outcome | None:
     if unfinished < settings.BIRTH_MAX_ATTEMPTS * 3:
         return None
     reason = f"processing never finished in {unfinished} attempts (the worker died or lost the database)"
-    outcome = Outcome(frame_id, BirthFrame.Status.FAILED, reason + (f"; last error: {last_error}" if last_error else ""))
+    if last_error:
+        reason += f"; last error: {last_error}"
+    outcome = Outcome(frame_id, BirthFrame.Status.FAILED, reason)
     _finish(frame_id, outcome, 0.0)
     return outcome
 
