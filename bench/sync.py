@@ -710,7 +710,7 @@ def run(args: argparse.Namespace, result: dict, procs: Procs, mock: Mock, mock_p
     for i in range(1, args.workers + 1):
         node = f"bench-canary{i}-{run_id}@{host}"
         proc = procs.start(f"canary-worker-{i}", celery(
-            "worker", "-Q", "canary", "--pool", args.pool, "--concurrency", str(args.concurrency), "-n", node,
+            "worker", "-Q", "canary,sync", "--pool", args.pool, "--concurrency", str(args.concurrency), "-n", node,
             "--without-mingle", "--without-gossip", "-l", "INFO"))
         workers.append((node, proc))
     wait_for(mock.up, 60, "the canary mock to answer")

@@ -34,6 +34,7 @@ from cdcsync.pgoutput import (
 )
 from cdcsync.slot import advance, ensure_slot, flush_lsn, iter_peek, slot_status, verify_publication
 from metasync import locks
+from metasync.db import counting_timeouts, statement_timeout
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ class Consumer:
         drained = rows < self.max_changes
         target = max(parse_lsn(bound), last_commit or 0) if drained else last_commit
         if changes:
-            with transaction.atomic():
+            with counting_timeouts("cdc_mark"), transaction.atomic():
+                statement_timeout(connection.connection, settings.CDC_STATEMENT_TIMEOUT_SECONDS)
                 mark_pending(changes)
             metrics.MARKED.inc(len(changes))
         # Only after the pending rows are committed: a crash before this re-reads the poll.

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, LiteralString
 
 import psycopg
+from prometheus_client import Counter
 from psycopg import sql
 from psycopg.abc import Params
+from psycopg.errors import QueryCanceled
 
 
 def scalar(conn: psycopg.Connection, query: LiteralString | bytes | sql.SQL | sql.Composed,
@@ -16,3 +20,30 @@ def scalar(conn: psycopg.Connection, query: LiteralString | bytes | sql.SQL | sq
     if row is None:
         raise LookupError(f"query returned no row: {query!r}")
     return row[0]
+
+
+STATEMENT_TIMEOUTS = Counter("metasync_db_statement_timeouts_total",
+                             "Statements PostgreSQL cancelled at their statement_timeout, by the work they did",
+                             ["work"])
+
+
+def statement_timeout(conn: psycopg.Connection, seconds: float) -> None:
+    """Bound every statement of the current transaction (``SET LOCAL``): a statement that would
+    run away (a bad plan, a lock queue) fails with ``QueryCanceled`` instead of stalling silently."""
+    conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(max(1, int(seconds * 1000))),))
+
+
+def is_statement_timeout(exc: BaseException) -> bool:
+    """``exc`` (raised by psycopg, or wrapped by Django) is a statement cancelled at its timeout."""
+    return isinstance(exc, QueryCanceled) or isinstance(exc.__cause__, QueryCanceled)
+
+
+@contextmanager
+def counting_timeouts(work: str) -> Iterator[None]:
+    """Count a statement timeout raised inside the block under ``work`` (and let it propagate)."""
+    try:
+        yield
+    except Exception as exc:
+        if is_statement_timeout(exc):
+            STATEMENT_TIMEOUTS.labels(work).inc()
+        raise

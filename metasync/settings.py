@@ -153,7 +153,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower and celery-exporter
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES = [Queue("births"), Queue("canary"), Queue("default")]
+# births: applying births; sync: the flush and re-drive (canary workers consume it with `canary`, so a
+# drain never occupies the slots that apply births); canary: pushes; default: housekeeping.
+CELERY_TASK_QUEUES = [Queue("births"), Queue("sync"), Queue("canary"), Queue("default")]
 # Every task's queue is decided here (Celery 5.7 deprecates the per-task `queue` attribute).
 CELERY_TASK_ROUTES = {
     "ingest.tasks.prune_ledger": {"queue": "default"},
@@ -162,6 +164,8 @@ CELERY_TASK_ROUTES = {
     "cdcsync.tasks.watchdogs": {"queue": "default"},  # monitoring.tasks.watchdogs's old name
     "canary.tasks.push_batches": {"queue": "canary"},
     "canary.tasks.keepalive": {"queue": "canary"},
+    "canary.tasks.flush_due": {"queue": "sync"},
+    "canary.tasks.redrive_batches": {"queue": "sync"},
     "canary.tasks.*": {"queue": "default"},
 }
 CELERY_TIMEZONE = "UTC"
@@ -177,12 +181,12 @@ CELERY_BEAT_SCHEDULE = {
     "flush-due-changes": {
         "task": "canary.tasks.flush_due",
         "schedule": 2.0,
-        "options": {"queue": "default", "expires": 10},
+        "options": {"queue": "sync", "expires": 10},
     },
     "redrive-batches": {
         "task": "canary.tasks.redrive_batches",
         "schedule": 30.0,
-        "options": {"queue": "default", "expires": 60},
+        "options": {"queue": "sync", "expires": 60},
     },
     "canary-keepalive": {
         "task": "canary.tasks.keepalive",
@@ -231,6 +235,8 @@ LEDGER_RETENTION_DAYS = env.integer("LEDGER_RETENTION_DAYS", 14, minimum=1)
 # BIRTH_RETRY_SECONDS, doubling, at most 5 minutes), then ends `failed` with the error.
 BIRTH_MAX_ATTEMPTS = env.integer("BIRTH_MAX_ATTEMPTS", 5, minimum=1)
 BIRTH_RETRY_SECONDS = env.number("BIRTH_RETRY_SECONDS", 10, minimum=0.1)
+# statement_timeout of each statement that applies a birth (COPY of a 1M-metric chunk included).
+BIRTH_STATEMENT_TIMEOUT_SECONDS = env.number("BIRTH_STATEMENT_TIMEOUT_SECONDS", 300, minimum=1)
 UNS_CONVENTION = env.choice("UNS_CONVENTION", ("default",), "default")
 UNS_NON_COUNTRY_EDGES = env.csv("UNS_NON_COUNTRY_EDGES", "Edge,Normalised")
 REBIRTH_REQUESTS_ENABLED = env.boolean("REBIRTH_REQUESTS_ENABLED", False)
@@ -247,6 +253,8 @@ CDC_DEBOUNCE_MAX_SECONDS = env.number("CDC_DEBOUNCE_MAX_SECONDS", 900, minimum=0
 CDC_POLL_SECONDS = env.number("CDC_POLL_SECONDS", 0.5, minimum=0.05)
 CDC_MAX_CHANGES = env.integer("CDC_MAX_CHANGES", 100000, minimum=100)
 CDC_METRICS_PORT = env.integer("CDC_METRICS_PORT", 9102, minimum=0)
+# statement_timeout of the statement that marks a poll's changes pending.
+CDC_STATEMENT_TIMEOUT_SECONDS = env.number("CDC_STATEMENT_TIMEOUT_SECONDS", 120, minimum=1)
 if CDC_DEBOUNCE_MAX_SECONDS < CDC_DEBOUNCE_SECONDS:
     raise ConfigError("CDC_DEBOUNCE_MAX_SECONDS", "must be >= CDC_DEBOUNCE_SECONDS")
 
@@ -278,6 +286,8 @@ CANARY_BATCH_RETENTION_DAYS = env.number("CANARY_BATCH_RETENTION_DAYS", 14, mini
 SYNC_FLUSH_BATCH_METRICS = env.integer("SYNC_FLUSH_BATCH_METRICS", 2000, minimum=1)
 SYNC_FLUSH_MAX_SECONDS = env.number("SYNC_FLUSH_MAX_SECONDS", 20, minimum=1)
 SYNC_FLUSH_THREADS = env.integer("SYNC_FLUSH_THREADS", 2, minimum=1)
+# statement_timeout of the flush's and the push's statements (claims, acknowledgements, pruning).
+SYNC_STATEMENT_TIMEOUT_SECONDS = env.number("SYNC_STATEMENT_TIMEOUT_SECONDS", 30, minimum=1)
 
 # --- watchdogs (beat, every minute): the alert conditions checked in-process, published on MQTT ----
 WATCHDOG_TOPIC = env.string("WATCHDOG_TOPIC", f"metasync/watchdog/{METASYNC_NODE}")

@@ -1,10 +1,10 @@
 """Real daemons for tests, as subprocesses: the whole flow MQTT → catalog → CDC → Canary.
 
 A :class:`Stack` runs any of ``ingest`` (``ingest_births``), ``worker`` (Celery, queues
-``births,default``: applies births and runs the flush), ``cdc`` (``cdc_consume`` on a
-replication slot of its own, dropped on teardown), ``beat`` (``celery beat`` with the
-database scheduler) and ``canary`` (N Celery workers on the ``canary`` queue, talking to an
-in-process :class:`canary.mock.CanaryMock` the stack serves). Defaults: ingest + worker.
+``births,default``: applies births), ``cdc`` (``cdc_consume`` on a replication slot of its own,
+dropped on teardown), ``beat`` (``celery beat`` with the database scheduler) and ``canary`` (N
+Celery workers on the ``canary`` and ``sync`` queues: the flush and the pushes, talking to an
+in-process :class:`devtools.canary_mock.CanaryMock` the stack serves). Defaults: ingest + worker.
 
 They run against the pytest-django *test* database (tests using them must be
 ``@pytest.mark.django_db(transaction=True)`` so rows are committed and visible across
@@ -381,7 +381,7 @@ class Stack:
                 self._node_names[name] = f"canary{i}-{self.token}@{socket.gethostname()}"
                 self.daemons[name] = Daemon(
                     f"canary worker {i}",
-                    celery("worker", "-Q", "canary", "--pool", "prefork", "--concurrency", str(canary_concurrency),
+                    celery("worker", "-Q", "canary,sync", "--pool", "prefork", "--concurrency", str(canary_concurrency),
                            "-n", f"canary{i}-{self.token}@%h", "--without-mingle", "--without-gossip",
                            "-l", log_level),
                     env(f"test-canary-{i}", log_level), self.tmp_dir / f"canary-{i}.log")
