@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import re
 import shutil
@@ -57,14 +56,30 @@ import sys
 import tempfile
 import time
 import traceback
-import urllib.request
 import uuid
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, drop_bench_database, machine_facts, setup_django, use_bench_database, write_result  # noqa: E402,E501
+from common import (  # noqa: E402
+    ROOT,
+    Mock,
+    Proc,
+    Procs,
+    celery,
+    drop_bench_database,
+    free_port,
+    machine_facts,
+    now_ms,
+    percentile,
+    say,
+    setup_django,
+    use_bench_database,
+    wait_for,
+    with_path,
+    worker_pong,
+    write_result,
+)
 
 METRICS = 100_000
 D_METRICS = 10_000
@@ -78,140 +93,11 @@ DATABASE = "metasync_bench_sync"  # not bench/ingest.py's: both may run at once
 SLOT, RECV_SLOT = "bench_slot", "bench_recv_slot"
 PUBLICATION = "uns_meta_pub"
 API_TOKEN = "bench-api-token-not-a-secret"  # only ever accepted by the bench's own mock
-STOP_DEADLINE = 20.0
 # 8 of the 10 keys for every metric, `delete` for every other one: 8.5 rows per metric
 CHANGED_ROWS = "key NOT IN ('Quality', 'delete') OR (key = 'delete' AND metric_id % 2 = 0)"
 TARGETS = {"b_row_changes_per_second_min": 20_000, "b_vs_a_min": 0.3, "c_drain_seconds_max": 10.0,
            "d_requests_per_window_max": LIMIT_RPS, "d_http_429_max": 0, "d_achieved_share_min": 0.8,
            "e_p95_seconds_max": E_DEBOUNCE_SECONDS + 10.0}
-
-_t0 = time.monotonic()
-
-
-def say(message: str) -> None:
-    print(f"[{time.monotonic() - _t0:7.1f}s] {message}", flush=True)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Nearest-rank percentile (p in 0..100)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def with_path(url: str, path: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=path))
-
-
-# --------------------------------------------------------------------------------------------
-# Subprocesses
-
-
-class Proc:
-    """A daemon in its own process group, output to a log file (the approach of tests/stack.py)."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name, self.argv, self.env = name, argv, env
-        self.log_path = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def check(self) -> None:
-        if not self.alive():
-            raise RuntimeError(f"{self.name} is not running\n{self.tail()}")
-
-    def stop(self, deadline: float = STOP_DEADLINE) -> None:
-        """SIGTERM, wait up to ``deadline``, then SIGKILL the process group (prefork children included)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=deadline)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        if self.proc.returncode != 0:  # children of a killed parent share its process group
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-    def text(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def tail(self, lines: int = 30) -> str:
-        body = "\n".join(self.text().splitlines()[-lines:])
-        return f"----- {self.name}, last {lines} lines of {self.log_path} -----\n{body}"
-
-
-class Procs:
-    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
-        self.log_dir, self.env = log_dir, env
-        self.all: list[Proc] = []
-
-    def start(self, name: str, argv: list[str], **extra_env: str) -> Proc:
-        proc = Proc(name, argv, {**self.env, "METASYNC_PROCESS": f"bench-{name}", **extra_env}, self.log_dir)
-        self.all.append(proc)
-        return proc.start()
-
-    def stop(self, *procs: Proc) -> None:
-        for proc in reversed(procs or tuple(self.all)):
-            try:
-                proc.stop()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the others
-                print(f"could not stop {proc.name}: {exc}", file=sys.stderr)
-
-    def tails(self) -> str:
-        return "\n".join(p.tail() for p in self.all if p.proc is not None)
-
-
-def celery(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "metasync", *args]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what} (last: {value!r})")
-        time.sleep(interval)
-
-
-def worker_pong(redis_url: str, node: str, proc: Proc) -> bool:
-    from celery import Celery
-
-    proc.check()
-    app = Celery("bench-ping", broker=redis_url, set_as_current=False)
-    try:
-        return any(node in reply for reply in app.control.ping(destination=[node], timeout=0.5))
-    finally:
-        app.close()
-
 
 # --------------------------------------------------------------------------------------------
 # CPU accounting (where a phase's CPU went: this machine has 2 cores and is shared)
@@ -401,37 +287,6 @@ def run_flushers(count: int, env: dict[str, str]) -> tuple[float, list[dict]]:
             if child.poll() is None:
                 child.kill()
                 child.wait()
-
-
-# --------------------------------------------------------------------------------------------
-# Mock (HTTP control API; no proxy for 127.0.0.1)
-
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class Mock:
-    def __init__(self, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-
-    def get(self, path: str) -> dict:
-        with _opener.open(f"{self.url}/_mock/{path}", timeout=60) as response:
-            return json.loads(response.read())
-
-    def post(self, path: str, body: dict) -> dict:
-        request = urllib.request.Request(f"{self.url}/_mock/{path}", data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-        with _opener.open(request, timeout=60) as response:
-            return json.loads(response.read())
-
-    def stats(self, windows: bool = False) -> dict:
-        return self.get("stats?windows=1" if windows else "stats")
-
-    def up(self) -> bool:
-        try:
-            self.stats()
-            return True
-        except OSError:
-            return False
 
 
 def rate_summary(stats: dict) -> dict:
