@@ -1,15 +1,18 @@
-"""Canary stage in the admin: the mapping stewards edit, push batches and sync state to inspect."""
+"""Canary stage in the admin: the mapping stewards edit, push batches, sync state and the quarantine
+to inspect (a steward may push quarantined tags again)."""
 
 from __future__ import annotations
 
 import json
 
 from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from canary import quarantine
 from canary.mapping import resync_key
-from canary.models import PropertyMapping, PushBatch, SyncState
+from canary.models import PropertyMapping, PushBatch, Quarantine, SyncState
 from metasync.admin import ReadOnlyAdminMixin
 
 
@@ -38,10 +41,11 @@ class ReadOnly(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(PushBatch)
 class PushBatchAdmin(ReadOnly):
-    list_display = ("id", "status", "tags", "size", "attempts", "created_at", "updated_at", "short_error")
+    list_display = ("id", "status", "tags", "size", "attempts", "created_at", "updated_at", "parent_id",
+                    "short_error")
     list_filter = ("status",)
     show_full_result_count = False
-    fields = ("status", "tags", "size", "attempts", "created_at", "updated_at", "error", "pretty_body")
+    fields = ("status", "tags", "size", "attempts", "created_at", "updated_at", "parent_id", "error", "pretty_body")
     readonly_fields = fields
 
     @admin.display(description="error")
@@ -62,3 +66,29 @@ class SyncStateAdmin(ReadOnly):
     list_display = ("canary_id", "acked_at", "batch_id")
     search_fields = ("canary_id",)
     show_full_result_count = False
+
+
+@admin.register(Quarantine)
+class QuarantineAdmin(ReadOnly):
+    """Tags Canary refused on their own: not retried until their metadata changes or a steward
+    pushes them again (the push's acknowledgement removes the row)."""
+
+    list_display = ("canary_id", "short_reason", "quarantined_at", "attempts")
+    search_fields = ("canary_id",)
+    show_full_result_count = False
+    fields = ("canary_id", "metric_id", "reason", "batch_id", "quarantined_at", "attempts")
+    readonly_fields = fields
+    actions = ["push_again"]
+
+    @admin.display(description="reason", ordering="reason")
+    def short_reason(self, obj: Quarantine) -> str:
+        return obj.reason[:200]
+
+    def has_release_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("canary.release_quarantine")
+
+    @admin.action(description="Push again", permissions=["release"])
+    def push_again(self, request: HttpRequest, queryset: QuerySet[Quarantine]) -> None:
+        released = quarantine.release(queryset.values_list("metric_id", flat=True))
+        messages.info(request, f"{len(released)} quarantined tag(s) will be pushed to Canary again; each leaves"
+                               " the quarantine once Canary acknowledges it.")

@@ -197,7 +197,7 @@ class CanaryClient:
             metrics.REQUESTS.labels(method, "bad_session").inc()
             raise _BadSession(token or "")
         metrics.REQUESTS.labels(method, "errors").inc()
-        raise CanaryRejected([str(e) for e in answer.get("errors") or [f"statusCode {status!r}"]])
+        raise CanaryRejected([str(e) for e in answer.get("errors") or [f"statusCode {status!r}"]], method)
 
     def _post(self, url: str, body: dict | str, slot_ends: float | None = None) -> dict:
         """The HTTP exchange; a raise here counts as a failure for the breaker.
@@ -242,7 +242,7 @@ class CanaryClient:
         if code != 200 or not isinstance(answer, dict):
             metrics.REQUESTS.labels(method, f"http_{code}").inc()
             # A refusal, not an outage: CanaryRejected is excluded from the breaker's failures.
-            raise CanaryRejected([f"HTTP {code}: {response.text[:500]}"])
+            raise CanaryRejected([f"HTTP {code}: {response.text[:500]}"], method)
         return answer
 
     # --- the shared session ----------------------------------------------------------------

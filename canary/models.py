@@ -68,7 +68,8 @@ class PushBatch(models.Model):
         SENDING = "sending"
         ACKED = "acked"
         FAILED = "failed"  # retries exhausted or circuit open: metrics went back to pending
-        REJECTED = "rejected"  # Canary answered Errors: not retried blindly, metrics re-pended later
+        REJECTED = "rejected"  # Canary refused this one-tag batch: its metric is quarantined
+        SPLIT = "split"  # Canary refused it: its tags went on in two child batches (parent_id)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     created_at = models.DateTimeField(db_default=Now())
@@ -83,6 +84,9 @@ class PushBatch(models.Model):
     targets = models.JSONField()
     error = models.TextField(blank=True, default="")
     task_id = models.TextField(blank=True, default="")
+    # The batch this one is half of (that one was refused by Canary and split); no database
+    # constraint: an ended batch is pruned on its own schedule.
+    parent_id = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         db_table = 'uns_meta"."canary_push_batches'
@@ -103,3 +107,25 @@ class InFlight(models.Model):
 
     class Meta:
         db_table = 'uns_meta"."canary_inflight'
+
+
+class Quarantine(models.Model):
+    """A metric whose change Canary refused on its own (a one-tag batch): not retried blindly.
+    It is pushed again when its metadata changes or a steward asks
+    (:func:`canary.quarantine.release`); the acknowledgement of that push deletes the row."""
+
+    metric_id = models.BigIntegerField(primary_key=True)
+    canary_id = models.TextField()
+    reason = models.TextField(help_text="Canary's error messages")
+    batch_id = models.BigIntegerField(null=True, help_text="the one-tag batch Canary refused last")
+    quarantined_at = models.DateTimeField(db_default=Now())
+    attempts = models.IntegerField(default=1, help_text="refusals in a row")
+
+    class Meta:
+        db_table = 'uns_meta"."canary_quarantine'
+        verbose_name = "quarantined tag"
+        ordering = ["-quarantined_at"]
+        permissions = [("release_quarantine", "Can push quarantined tags again")]
+
+    def __str__(self) -> str:
+        return self.canary_id

@@ -7,11 +7,20 @@ writes the outcomes in a few set-based transactions:
 
 - ``Good``: the batch's targets become the acknowledged sync state, its in-flight rows go and
   the end-to-end latency of the births behind it is observed;
-- ``Errors`` (a 4xx): the batch is ``rejected`` with Canary's messages, its metrics pending
-  again after ``CANARY_REJECTED_RETRY_SECONDS`` — never retried blindly;
-- unavailable (retries exhausted, deadline, circuit open): the batch is ``failed`` and its
-  metrics pending again after 30 s (beat's flush re-drives them); the task then fails, so
-  Flower shows it.
+- ``Errors`` (a 4xx) for a batch of several tags: the batch is ``split`` into two child batches
+  (``parent_id``) that carry its tags, targets and in-flight rows, and which are enqueued at once:
+  recursively, until the tags Canary refuses are alone (Canary's messages are not parsed: they
+  need not name the tag). The good tags are delivered, re-sending them is harmless;
+- ``Errors`` (a 4xx) for a batch of one tag: the batch is ``rejected`` with Canary's messages and
+  its metric **quarantined** (``canary_quarantine``), not pending again — never retried blindly.
+  A later change of its metadata, or a steward (:func:`canary.quarantine.release`), pushes it
+  again; its acknowledgement ends the quarantine;
+- unavailable (retries exhausted, deadline, circuit open), or Canary refusing the session
+  itself (``getSessionToken``: a configuration problem, not this batch's tags): the batch is
+  ``failed`` and its metrics pending again after 30 s (beat's flush re-drives them).
+
+The task fails (Flower shows it) once everything is settled when a batch failed or a tag was
+quarantined; splitting alone is no failure.
 
 Every HTTP call still takes its own slot from the global budget and goes through the shared
 breaker (:mod:`canary.client`); what is shared per task is the Celery message, the claim and
@@ -26,6 +35,7 @@ lease (``SENDING_LEASE_SECONDS`` minus one operation's deadline): the rest goes 
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import os
 import threading
@@ -48,6 +58,7 @@ log = logging.getLogger(__name__)
 SENDING_LEASE_SECONDS = 120  # > one operation's deadline: a 'sending' batch older than this was lost
 ACK_EVERY_SECONDS = 0.5  # outcomes are written at least this often while a task sends
 FAILED_RETRY_SECONDS = 30  # a failed batch's metrics are due again after this
+SESSION_METHOD = "getSessionToken"  # a refusal of this method is about the session, not a batch's tags
 
 Enqueue = Callable[[list[int]], None]
 """Sends push tasks for batch ids: :func:`canary.tasks.enqueue_push` (tests collect the ids)."""
@@ -56,11 +67,14 @@ Enqueue = Callable[[list[int]], None]
 @dataclass
 class PushOutcome:
     acked: list[int] = field(default_factory=list)
-    rejected: list[int] = field(default_factory=list)
+    rejected: list[int] = field(default_factory=list)  # one-tag batches refused: their tag is quarantined
     failed: list[int] = field(default_factory=list)
     requeued: list[int] = field(default_factory=list)  # not sent before the claim's time ran out
     skipped: int = 0  # done already, or another worker holds them
-    reasons: dict[int, str] = field(default_factory=dict)  # rejected/failed batch -> why (Canary's or ours)
+    reasons: dict[int, str] = field(default_factory=dict)  # rejected/failed/split batch -> why (Canary's or ours)
+    split: list[int] = field(default_factory=list)  # refused batches of several tags, now in two halves each
+    children: list[int] = field(default_factory=list)  # those halves (enqueued)
+    quarantined: list[str] = field(default_factory=list)  # canary ids of the tags quarantined
 
 
 # --- sending: one thread pool and one client per thread, per process -------------------------
@@ -100,6 +114,8 @@ def _send(batch_id: int, body: str, client: CanaryClient | None, not_after: floa
         with bind(batch_id=batch_id):  # the client's retry warnings name the batch
             (client or _thread_client()).store_properties(body)
     except CanaryRejected as exc:
+        if exc.method == SESSION_METHOD:  # not about this batch: splitting would quarantine every tag
+            return "failed", f"Canary refused the session: {exc}"
         return "rejected", str(exc)
     except CanaryUnavailable as exc:
         return "failed", str(exc)
@@ -127,7 +143,7 @@ def push_batches(batch_ids: Iterable[int], enqueue: Enqueue, client: CanaryClien
     def settle(final: bool = False) -> None:
         nonlocal last_write
         if final or time.monotonic() - last_write >= ACK_EVERY_SECONDS:
-            _settle(results, outcome)
+            _settle(results, outcome, enqueue)
             last_write = time.monotonic()
 
     if client is not None or len(claimed) == 1:
@@ -168,21 +184,29 @@ def claim(batch_ids: list[int]) -> list[tuple[int, int, str]]:
         return sorted(cur.fetchall())
 
 
-def _settle(results: dict[str, list[tuple[int, int, str]]], outcome: PushOutcome) -> None:
-    """Write the outcomes gathered so far (and forget them)."""
+def _settle(results: dict[str, list[tuple[int, int, str]]], outcome: PushOutcome, enqueue: Enqueue) -> None:
+    """Write the outcomes gathered so far (and forget them); halves of split batches are enqueued
+    once written."""
     if results["acked"]:
         outcome.acked += acknowledge([(b, a) for b, a, _ in results["acked"]])
-    for status, delay in (("rejected", settings.CANARY_REJECTED_RETRY_SECONDS), ("failed", FAILED_RETRY_SECONDS)):
-        if results[status]:
-            done = set(give_back(results[status], status, delay=delay))
-            for batch_id, _, why in results[status]:
-                if batch_id not in done:  # another worker's claim now: its outcome, not ours
-                    continue
-                getattr(outcome, status).append(batch_id)
-                outcome.reasons[batch_id] = why
-                log_at = log.error if status == "rejected" else log.warning
-                log_at("batch %s %s: %s", batch_id, "rejected by Canary" if status == "rejected" else "failed", why,
-                       extra={"batch_id": batch_id})
+    if results["rejected"]:
+        refused = refuse(results["rejected"])
+        outcome.split += refused.split
+        outcome.children += refused.children
+        outcome.rejected += refused.rejected
+        outcome.quarantined += refused.quarantined
+        refusals = {b: w for b, _, w in results["rejected"]}
+        outcome.reasons.update((b, refusals[b]) for b in refused.split + refused.rejected)
+        if refused.children:
+            enqueue(refused.children)
+    if results["failed"]:
+        done = set(give_back(results["failed"], "failed", delay=FAILED_RETRY_SECONDS))
+        for batch_id, _, why in results["failed"]:
+            if batch_id not in done:  # another worker's claim now: its outcome, not ours
+                continue
+            outcome.failed.append(batch_id)
+            outcome.reasons[batch_id] = why
+            log.warning("batch %s failed: %s", batch_id, why, extra={"batch_id": batch_id})
     if results["requeued"]:
         outcome.requeued += release([(b, a) for b, a, _ in results["requeued"]])
     for items in results.values():
@@ -215,6 +239,8 @@ WITH acked AS (
                                           acked_at = EXCLUDED.acked_at, batch_id = EXCLUDED.batch_id
 ), gone AS (
     DELETE FROM uns_meta.canary_inflight i USING acked a WHERE i.batch_id = a.id
+), released AS (  -- Canary took a quarantined metric's change: its quarantine ends
+    DELETE FROM uns_meta.canary_quarantine q USING target t WHERE q.metric_id = t.metric_id
 )
 SELECT id, tags, NULL::float8, NULL::bigint FROM acked
 UNION ALL
@@ -223,8 +249,9 @@ SELECT NULL, NULL, seconds, frame_id FROM latency
 
 
 def acknowledge(claims: list[tuple[int, int]]) -> list[int]:
-    """Canary said Good: in one statement the batches' targets become the acknowledged state.
-    Returns the batches acknowledged (a claim another worker has taken over is left to it)."""
+    """Canary said Good: in one statement the batches' targets become the acknowledged state
+    (and their metrics leave the quarantine). Returns the batches acknowledged (a claim another
+    worker has taken over is left to it)."""
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(ACK_SQL, {"ids": [b for b, _ in claims], "attempts": [a for _, a in claims]})
         rows = cur.fetchall()
@@ -258,6 +285,138 @@ def give_back(claims: list[tuple[int, int, str]], status: str, *, delay: float) 
     if ended:
         metrics.BATCHES.labels(status).inc(len(ended))
     return ended
+
+
+@dataclass
+class Refused:
+    split: list[int] = field(default_factory=list)  # batches of several tags, split
+    children: list[int] = field(default_factory=list)  # their halves, queued
+    rejected: list[int] = field(default_factory=list)  # one-tag batches: their metric is quarantined
+    quarantined: list[str] = field(default_factory=list)  # canary ids of those metrics
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)  # as canary.sync writes
+_dumps = _ENCODER.encode
+
+SPLIT_SQL = """
+WITH child AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(parents)s::bigint[], %(tags)s::int[], %(sizes)s::int[],
+                         %(bodies)s::text[]) AS c(id, parent_id, tags, size, body)
+), member AS (
+    SELECT * FROM unnest(%(metric_ids)s::bigint[], %(child_ids)s::bigint[]) AS m(metric_id, child_id)
+), parent AS (
+    UPDATE uns_meta.canary_push_batches b SET status = 'split', error = left(p.error, 5000)
+      FROM unnest(%(split)s::bigint[], %(errors)s::text[]) AS p(id, error)
+     WHERE b.id = p.id AND b.status = 'sending'
+    RETURNING b.id, b.targets
+), born AS (
+    INSERT INTO uns_meta.canary_push_batches (id, status, attempts, tags, size, body, targets, error, task_id,
+                                              parent_id)
+    SELECT c.id, 'queued', 0, c.tags, c.size, c.body,
+           (SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(p.targets) e
+              JOIN member m ON m.metric_id = e.key::bigint AND m.child_id = c.id),
+           '', '', c.parent_id
+      FROM child c JOIN parent p ON p.id = c.parent_id
+)
+UPDATE uns_meta.canary_inflight i SET batch_id = m.child_id
+  FROM member m JOIN child c ON c.id = m.child_id
+ WHERE i.metric_id = m.metric_id AND i.batch_id = c.parent_id
+"""
+
+QUARANTINE_SQL = """
+WITH ended AS (
+    UPDATE uns_meta.canary_push_batches b SET status = 'rejected', error = left(c.error, 5000)
+      FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS c(id, error)
+     WHERE b.id = c.id AND b.status = 'sending'
+    RETURNING b.id, b.targets, b.error
+), target AS (
+    SELECT e.key::bigint AS metric_id, e.value ->> 'canary_id' AS canary_id, x.id AS batch_id, x.error
+      FROM ended x, jsonb_each(x.targets) e
+), held AS (
+    INSERT INTO uns_meta.canary_quarantine AS q (metric_id, canary_id, reason, batch_id, quarantined_at, attempts)
+    SELECT metric_id, canary_id, error, batch_id, now(), 1 FROM target
+    ON CONFLICT (metric_id) DO UPDATE SET canary_id = EXCLUDED.canary_id, reason = EXCLUDED.reason,
+                                          batch_id = EXCLUDED.batch_id, quarantined_at = EXCLUDED.quarantined_at,
+                                          attempts = q.attempts + 1
+), gone AS (
+    DELETE FROM uns_meta.canary_inflight i USING ended x WHERE i.batch_id = x.id
+)
+SELECT batch_id, metric_id, canary_id FROM target ORDER BY batch_id, metric_id
+"""
+
+
+def refuse(claims: list[tuple[int, int, str]]) -> Refused:
+    """Canary refused these batches (``Errors`` or a 4xx; (id, attempts, Canary's messages)). In
+    one transaction, fenced by the claims' attempts: a batch of several tags becomes two queued
+    child batches carrying its halves (its in-flight rows move with their metric), and ends
+    ``split``; a batch of one tag ends ``rejected`` and quarantines its metric (not pending again).
+    The caller enqueues ``children``."""
+    out = Refused()
+    why = {b: w for b, _, w in claims}
+    held: list[tuple[int, int, str]] = []  # (batch id, metric id, canary id) quarantined
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(
+            "WITH mine AS (SELECT b.id, b.body, b.targets FROM uns_meta.canary_push_batches b"
+            "  JOIN unnest(%s::bigint[], %s::int[]) AS c(id, attempts) ON b.id = c.id AND b.attempts = c.attempts"
+            "  WHERE b.status = 'sending' FOR UPDATE OF b)"
+            " SELECT m.id, m.body, (SELECT jsonb_object_agg(e.key, e.value -> 'canary_id')"
+            "                        FROM jsonb_each(m.targets) e) FROM mine m ORDER BY m.id",
+            [[b for b, _, _ in claims], [a for _, a, _ in claims]])
+        # the claims still current (a claim that lost its lease does nothing): id, body, metric id -> canary id
+        mine = [(b, body, json.loads(tags) if isinstance(tags, str) else tags or {})  # Django reads jsonb as text
+                for b, body, tags in cur.fetchall()]
+        halves = {batch_id: _halves(body, tags) for batch_id, body, tags in mine if len(tags) > 1}
+        single = [batch_id for batch_id, _, _ in mine if batch_id not in halves]
+        if halves:
+            cur.execute("SELECT nextval(pg_get_serial_sequence('uns_meta.canary_push_batches', 'id'))"
+                        " FROM generate_series(1, %s)", [2 * len(halves)])
+            new_ids = iter(sorted(r[0] for r in cur.fetchall()))
+            rows: dict[str, list] = {k: [] for k in ("ids", "parents", "tags", "sizes", "bodies", "metric_ids",
+                                                     "child_ids")}
+            for parent, pair in halves.items():
+                for body, n_tags, metric_ids in pair:
+                    child = next(new_ids)
+                    rows["ids"].append(child)
+                    rows["parents"].append(parent)
+                    rows["tags"].append(n_tags)
+                    rows["sizes"].append(len(body))
+                    rows["bodies"].append(body)
+                    rows["metric_ids"] += metric_ids
+                    rows["child_ids"] += [child] * len(metric_ids)
+            cur.execute(SPLIT_SQL, {**rows, "split": list(halves), "errors": [why[b] for b in halves]})
+            out.split, out.children = list(halves), rows["ids"]
+        if single:
+            cur.execute(QUARANTINE_SQL, {"ids": single, "errors": [why[b] for b in single]})
+            held = cur.fetchall()
+            out.rejected = single
+            out.quarantined = [c for _, _, c in held]
+    if out.split:
+        metrics.BATCHES.labels("split").inc(len(out.split))
+        for parent in out.split:
+            log.warning("batch %s refused by Canary: split in two to isolate the refused tag(s): %s", parent,
+                        why[parent], extra={"batch_id": parent})
+    if out.rejected:
+        metrics.BATCHES.labels("quarantined").inc(len(out.rejected))
+        for batch_id, metric_id, canary_id in held:
+            log.error("tag %s quarantined (metric %s): batch %s rejected by Canary: %s", canary_id, metric_id,
+                      batch_id, why[batch_id], extra={"batch_id": batch_id, "metric_id": metric_id})
+    return out
+
+
+def _halves(body: str, tags: dict[str, str]) -> list[tuple[str, int, list[int]]]:
+    """A refused batch's two halves: (storeData properties text, tags, metric ids) each. ``tags``
+    is the batch's targets as metric id -> canary id; the metrics are halved in the order of the
+    body (every metric goes to exactly one half, its rows with it)."""
+    pieces = json.loads(body)  # canary id -> rows, in the body's order
+    order = {tag: i for i, tag in enumerate(pieces)}
+    metric_ids = sorted((int(m) for m in tags), key=lambda m: (order.get(tags[str(m)], len(order)), m))
+    middle = (len(metric_ids) + 1) // 2
+    out = []
+    for part in (metric_ids[:middle], metric_ids[middle:]):
+        carried = dict.fromkeys(tags[str(m)] for m in part if tags[str(m)] in pieces)
+        text = "{" + ",".join(f"{_dumps(tag)}:{_dumps(pieces[tag])}" for tag in carried) + "}"
+        out.append((text, len(carried), part))
+    return out
 
 
 def release(claims: list[tuple[int, int]]) -> list[int]:
@@ -299,11 +458,11 @@ def redrive(enqueue: Enqueue, older_than_seconds: float = 60) -> int:
 
 
 def prune(retention_days: float) -> int:
-    """Delete batches that ended (acked, failed, rejected) more than ``retention_days`` ago: each
+    """Delete batches that ended (acked, failed, rejected, split) more than ``retention_days`` ago: each
     holds a request body, and nothing reads an ended batch but the admin. Sync state keeps the
     id of the batch that last wrote it, which may then be gone."""
     with connection.cursor() as cur:
-        cur.execute("DELETE FROM uns_meta.canary_push_batches WHERE status IN ('acked', 'failed', 'rejected')"
+        cur.execute("DELETE FROM uns_meta.canary_push_batches WHERE status IN ('acked', 'failed', 'rejected', 'split')"
                     " AND updated_at < now() - %s * interval '1 day'", [retention_days])
         deleted = cur.rowcount
     if deleted:

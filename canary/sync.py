@@ -10,6 +10,11 @@ null, quality "No Data"): Canary keeps property history and has no delete, so
 hides such keys in ``getTagProperties``). A new ``canary_id`` (rename) gets the
 full set. A metric with a batch in flight waits (one unacknowledged batch per
 metric keeps acknowledgements in order).
+
+A quarantined metric (:mod:`canary.quarantine`) is flushed like any other once it is pending
+(a change, or a steward's release): its diff is still against what Canary last acknowledged, so
+the refused change goes again. When there is nothing left to send for it (the change was
+reverted, or the metric retired), its quarantine ends here.
 """
 
 from __future__ import annotations
@@ -105,12 +110,15 @@ def flush_once(enqueue: Enqueue, limit: int | None = None) -> tuple[int, list[in
         ts = canary_timestamp()
         batches: list[BatchBuilder] = []
         current = BatchBuilder(settings.CANARY_BATCH_TAGS, settings.CANARY_BATCH_MAX_BYTES)
+        nothing_to_send: list[int] = []
         for mid in ids:
             target = targets.get(mid)
             if target is None or target.retired:  # gone or retired: Canary keeps what it has
+                nothing_to_send.append(mid)
                 continue
             rows = diff_rows(target, acked.get(mid), ts)
             if not rows:
+                nothing_to_send.append(mid)
                 continue
             tag = _dumps(target.canary_id)
             piece = BatchBuilder.encode(tag, rows)
@@ -121,6 +129,7 @@ def flush_once(enqueue: Enqueue, limit: int | None = None) -> tuple[int, list[in
         if current.pieces:
             batches.append(current)
         batch_ids = _store(batches)
+        _end_quarantine(nothing_to_send)
         if batch_ids:
             log.info("flush: %d metric(s) -> %d batch(es) %s", sum(len(b.metric_ids) for b in batches),
                      len(batch_ids), id_span(batch_ids), extra={"batch_ids": batch_ids})
@@ -147,6 +156,15 @@ def _acked_states(ids: list[int]) -> dict[int, tuple[str, dict]]:
                     " WHERE metric_id = ANY(%s::bigint[])", [id_array(ids)])
         return {mid: (cid, props if isinstance(props, dict) else json.loads(props))
                 for mid, cid, props in cur.fetchall()}
+
+
+def _end_quarantine(ids: list[int]) -> None:
+    """These metrics have nothing left to send: a quarantine of theirs is over (a refused change
+    that was reverted since, a retired metric)."""
+    if not ids:
+        return
+    with psycopg.Cursor(connection.connection) as cur:  # server-side binding (see id_array)
+        cur.execute("DELETE FROM uns_meta.canary_quarantine WHERE metric_id = ANY(%s::bigint[])", [id_array(ids)])
 
 
 def _store(batches: list[BatchBuilder]) -> list[int]:

@@ -11,32 +11,49 @@ from django.db import InterfaceError, OperationalError
 
 from canary import push, sync
 from canary.client import CanaryClient
-from canary.errors import CanaryUnavailable
+from canary.errors import CanaryError, CanaryRejected, CanaryUnavailable
 from metasync.logging import bind
 
 log = logging.getLogger(__name__)
 
 
+SHOWN_TAGS = 10  # canary ids named in a failed task's message
+
+
 @shared_task(acks_late=True, ignore_result=True,
-             autoretry_for=(OperationalError, InterfaceError), retry_backoff=True, retry_jitter=True, max_retries=10)
+             autoretry_for=(OperationalError, InterfaceError), dont_autoretry_for=(CanaryError,),
+             retry_backoff=True, retry_jitter=True, max_retries=10)
 def push_batches(batch_ids: list[int]) -> dict[str, int]:
     """Send push batches ``batch_ids`` to Canary (idempotent: a re-send of the same rows is harmless).
 
-    Fails visibly (Flower) when Canary stays unavailable for some of them; their metrics are
-    then pending again and the next flush re-drives them.
+    Fails visibly (Flower), once every batch is settled, when Canary stays unavailable for some of
+    them (their metrics are then pending again and the next flush re-drives them) or when it
+    refused tags that are now quarantined. A refused batch of several tags is split and its
+    halves sent by new tasks: that alone is no failure. The raised :class:`CanaryError` is never
+    retried by Celery (everything it reports is settled already).
     """
     if not batch_ids:
-        return {"acked": 0, "rejected": 0, "requeued": 0, "skipped": 0}
+        return {"acked": 0, "rejected": 0, "split": 0, "requeued": 0, "skipped": 0}
     first, last = min(batch_ids), max(batch_ids)
     with bind(cid=f"batch-{first}" if first == last else f"batches-{first}-{last}"):
         outcome = push.push_batches(batch_ids, enqueue_push)
+        problems = []
         if outcome.failed:
             why = outcome.reasons[outcome.failed[0]]
             log.error("%d of %d batch(es) failed (their metrics are pending again): %s", len(outcome.failed),
                       len(batch_ids), why, extra={"failed_batch_ids": outcome.failed})
-            raise CanaryUnavailable(f"{len(outcome.failed)} batch(es) failed: {why}")
-        return {"acked": len(outcome.acked), "rejected": len(outcome.rejected), "requeued": len(outcome.requeued),
-                "skipped": outcome.skipped}
+            problems.append(f"{len(outcome.failed)} batch(es) failed: {why}")
+        if outcome.rejected:
+            tags = outcome.quarantined
+            shown = ", ".join(tags[:SHOWN_TAGS]) + (f" … ({len(tags) - SHOWN_TAGS} more)" if len(tags) > SHOWN_TAGS
+                                                    else "")
+            problems.append(f"{len(tags)} tag(s) quarantined: {shown}: {outcome.reasons[outcome.rejected[0]]}")
+        if outcome.failed:
+            raise CanaryUnavailable("; ".join(problems))
+        if problems:
+            raise CanaryRejected(problems)
+        return {"acked": len(outcome.acked), "rejected": len(outcome.rejected), "split": len(outcome.split),
+                "requeued": len(outcome.requeued), "skipped": outcome.skipped}
 
 
 def enqueue_push(batch_ids: list[int]) -> None:

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from canary import quarantine
 from cdcsync.pending import backlog
 from metasync.metrics import worker_registry
 
@@ -27,6 +28,7 @@ class PendingStatus:
     oldest_age_seconds: float  # since the oldest pending change
     inflight: int  # metrics in a batch Canary has not answered yet
     batches: dict[str, int]  # open or unsuccessful push batches by status
+    quarantined: int = 0  # metrics whose change Canary refused, waiting for a change or a steward
 
 
 def pending_status() -> PendingStatus:
@@ -38,7 +40,7 @@ def pending_status() -> PendingStatus:
         cur.execute("SELECT status, count(*) FROM uns_meta.canary_push_batches"
                     " WHERE status IN ('queued', 'sending', 'failed', 'rejected') GROUP BY status")
         batches = dict(cur.fetchall())
-    return PendingStatus(pending, due, oldest, inflight, batches)
+    return PendingStatus(pending, due, oldest, inflight, batches, quarantine.count())
 
 
 class AppStateCollector(Collector):
@@ -56,6 +58,9 @@ class AppStateCollector(Collector):
         yield GaugeMetricFamily("metasync_sync_batches_in_flight", "Push batches not yet answered by Canary",
                                 labels=["status"])
         yield GaugeMetricFamily("metasync_sync_inflight_metrics", "Metrics in a push batch not yet acknowledged")
+        yield GaugeMetricFamily("metasync_canary_quarantined_tags",
+                                "Metrics whose change Canary refused, quarantined until it changes or a steward"
+                                " pushes it again")
         yield GaugeMetricFamily("metasync_state_query_ok", "1 when the web could read the pipeline state above")
 
     def collect(self) -> Iterable[Metric]:
@@ -78,7 +83,8 @@ class AppStateCollector(Collector):
             for open_status in ("queued", "sending"):
                 families[2].add_metric([open_status], status.batches.get(open_status, 0))
             families[3].add_metric([], status.inflight)
-        families[4].add_metric([], 1 if ok else 0)
+            families[4].add_metric([], status.quarantined)
+        families[5].add_metric([], 1 if ok else 0)
         return families
 
 

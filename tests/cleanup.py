@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from django.db import connection
 
-UNS_META_TABLES = ("birth_frames", "canary_inflight", "canary_push_batches", "canary_sync_state", "sync_pending",
-                   "property_overrides", "metric_path_lineage", "metric_versions", "metric_properties", "metrics",
-                   "devices")
+UNS_META_TABLES = ("birth_frames", "canary_inflight", "canary_push_batches", "canary_quarantine", "canary_sync_state",
+                   "sync_pending", "property_overrides", "metric_path_lineage", "metric_versions", "metric_properties",
+                   "metrics", "devices")
 
 
 def truncate_uns_meta() -> None:

@@ -9,14 +9,18 @@ import threading
 
 import pytest
 from django.db import connection
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from births import birth, prod, receive, topic
-from canary import push, sync
+from canary import push, quarantine, sync
+from canary import tasks as canary_tasks
 from canary.effective import effective_targets
-from canary.errors import CanaryUnavailable
-from canary.models import InFlight, PushBatch, SyncState
+from canary.errors import CanaryRejected, CanaryUnavailable
+from canary.models import InFlight, PushBatch, Quarantine, SyncState
 from catalog.models import Metric
 from cdcsync.pending import mark_now
+from monitoring import integrity
 from sparkplug.datatypes import DataType as T
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("canary")]
@@ -124,8 +128,8 @@ def test_push_tasks_carry_the_configured_number_of_batches(settings, monkeypatch
 
 
 def test_rejected_and_acked_batches_of_one_task_each_get_their_outcome(canary, settings, enqueued):
-    """TC-20 / TC-22: Canary refuses one tag (Errors): that batch is rejected with Canary's reason
-    and its metric is pending again after CANARY_REJECTED_RETRY_SECONDS; the others are acked."""
+    """TC-20 / TC-22: Canary refuses one tag (Errors): that one-tag batch is rejected with Canary's
+    reason and its metric quarantined (not pending again, nothing in flight); the others are acked."""
     ids, batch_ids = batches_of(4, settings, enqueued)
     refused = Metric.objects.get(id=ids[1]).canary_id
     canary.set_faults(tag_errors=[refused])
@@ -134,9 +138,12 @@ def test_rejected_and_acked_batches_of_one_task_each_get_their_outcome(canary, s
 
     (rejected,) = outcome.rejected
     assert sorted(outcome.acked) == sorted(set(batch_ids) - {rejected})
+    assert outcome.quarantined == [refused] and not outcome.split
     batch = PushBatch.objects.get(id=rejected)
     assert batch.status == "rejected" and refused in batch.error and "injected error" in batch.error
-    assert pending_ids(ids) == {ids[1]}
+    held = Quarantine.objects.get(metric_id=ids[1])
+    assert (held.canary_id, held.reason, held.batch_id, held.attempts) == (refused, batch.error, rejected, 1)
+    assert pending_ids(ids) == set()
     assert not SyncState.objects.filter(metric_id=ids[1]).exists()
     assert not InFlight.objects.filter(metric_id__in=ids).exists()
 
@@ -225,7 +232,7 @@ def _nan_birth() -> bytes:
 
 
 def test_ended_batches_past_retention_are_pruned_and_unsent_ones_never(settings):
-    """Ended batches (acked, failed, rejected) older than CANARY_BATCH_RETENTION_DAYS go; queued and
+    """Ended batches (acked, failed, rejected, split) older than CANARY_BATCH_RETENTION_DAYS go; queued and
     sending ones stay whatever their age, and so do recent ended ones."""
     from canary.tasks import prune_batches
 
@@ -241,8 +248,247 @@ def test_ended_batches_past_retention_are_pruned_and_unsent_ones_never(settings)
         return made.id
 
     settings.CANARY_BATCH_RETENTION_DAYS = 7
-    old = {status: batch(status, 8) for status in ("acked", "failed", "rejected", "queued", "sending")}
+    old = {status: batch(status, 8) for status in ("acked", "failed", "rejected", "split", "queued", "sending")}
     recent = batch("acked", 6)
-    assert prune_batches() >= 3
+    assert prune_batches() >= 4
     left = set(PushBatch.objects.filter(id__in=[*old.values(), recent]).values_list("id", flat=True))
     assert left == {old["queued"], old["sending"], recent}
+
+
+# --- per-tag isolation: split, quarantine, release (TC-43) -----------------------------------
+def batch_counter(outcome: str) -> float:
+    return REGISTRY.get_sample_value("metasync_canary_batches_total", {"outcome": outcome}) or 0.0
+
+
+class Tasks(list):
+    """``canary.tasks.enqueue_push`` for a test: records the push tasks to run; :meth:`run` runs them
+    one after another through Celery (eagerly), each with the outcome Flower would show."""
+
+    def __call__(self, batch_ids: list[int]) -> None:
+        self.append(list(batch_ids))
+
+    def run(self) -> list:
+        results = []
+        while self:
+            results.append(canary_tasks.push_batches.apply(args=[self.pop(0)]))
+        return results
+
+
+@pytest.fixture
+def tasks(monkeypatch) -> Tasks:
+    recorded = Tasks()
+    monkeypatch.setattr(canary_tasks, "enqueue_push", recorded)
+    return recorded
+
+
+def drain(enqueued: Enqueued) -> None:
+    """Push everything enqueued (and what the pushes enqueue: halves of split batches)."""
+    while enqueued:
+        push.push_batches(enqueued.pop(0), enqueued)
+
+
+def family_tree(root: int) -> dict[int, PushBatch]:
+    """The batch ``root`` and every batch split from it, by id."""
+    tree = {root: PushBatch.objects.get(id=root)}
+    parents = [root]
+    while parents:
+        children = list(PushBatch.objects.filter(parent_id__in=parents))
+        tree.update((c.id, c) for c in children)
+        parents = [c.id for c in children]
+    return tree
+
+
+def web_gauge(client, name: str) -> float | None:
+    """A gauge of the web's /metrics page (read from the database at scrape time)."""
+    for family in text_string_to_metric_families(client.get("/metrics").content.decode()):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    return None
+
+
+def test_one_refused_tag_of_a_hundred_is_quarantined_and_the_other_99_arrive(canary, settings, tasks, client):
+    """TC-43: Canary refuses one tag of a 100-tag batch (Errors). The batch is split, and its halves
+    again, until the refused tag is alone: the mock holds the 99 others with their properties, the
+    refused one is quarantined with Canary's reason, not pending (no blind retry, not even a
+    delayed one) and not in flight; the split/quarantined counters and the web's quarantine gauge
+    moved; the push task that quarantined it fails visibly (Flower) with the reason and is not
+    retried, while the tasks that only split succeed."""
+    settings.CANARY_PUSH_THREADS = 4
+    split_before, quarantined_before = batch_counter("split"), batch_counter("quarantined")
+    ids, (root,) = batches_of(100, settings, tasks, tags_per_batch=100)
+    refused_id = ids[37]
+    refused = Metric.objects.get(id=refused_id).canary_id
+    canary.set_faults(tag_errors=[refused])
+
+    results = tasks.run()
+
+    failures = [r for r in results if r.state == "FAILURE"]
+    assert len(failures) == 1 and all(r.state == "SUCCESS" for r in results if r not in failures)
+    error = failures[0].result
+    assert isinstance(error, CanaryRejected)
+    assert str(error).startswith(f"1 tag(s) quarantined: {refused}: ") and "injected error" in str(error)
+    task = canary_tasks.push_batches
+    assert issubclass(CanaryRejected, task.dont_autoretry_for)
+    assert not any(issubclass(CanaryRejected, e) for e in task.autoretry_for)
+
+    targets = effective_targets(ids)
+    delivered = canary.state()["tags"]
+    assert refused not in delivered
+    assert delivered == {t.canary_id: t.properties for mid, t in targets.items() if mid != refused_id}
+    assert SyncState.objects.filter(metric_id__in=ids).count() == 99
+    assert not SyncState.objects.filter(metric_id=refused_id).exists()
+
+    held = Quarantine.objects.get()
+    assert (held.metric_id, held.canary_id, held.attempts) == (refused_id, refused, 1)
+    assert refused in held.reason and "injected error" in held.reason
+    tree = family_tree(root)
+    lone = tree[held.batch_id]
+    assert (lone.status, lone.tags, lone.error, list(lone.targets)) == ("rejected", 1, held.reason, [str(refused_id)])
+    assert tree[root].status == "split" and refused in tree[root].error
+    statuses = [b.status for b in tree.values()]
+    assert statuses.count("rejected") == 1 and set(statuses) == {"split", "acked", "rejected"}
+    assert len(tree) == 1 + 2 * statuses.count("split")  # every split made two children
+    assert sum(b.tags for b in tree.values() if b.status == "acked") == 99
+    assert all(b.attempts == 1 for b in tree.values())  # nothing was sent twice, the refused tag not retried
+    assert batch_counter("split") - split_before == statuses.count("split")
+    assert batch_counter("quarantined") - quarantined_before == 1
+
+    assert pending_ids(ids) == set()  # not even a delayed retry
+    assert not InFlight.objects.filter(metric_id__in=ids).exists()
+    assert integrity.run(["sync_queue", "quarantine"]) == []
+    assert web_gauge(client, "metasync_canary_quarantined_tags") == 1
+
+
+def test_a_quarantined_tag_is_retried_when_its_metadata_changes(canary, settings, enqueued):
+    """TC-43: a quarantined metric is pushed again when its metadata changes (pending as usual); a
+    new refusal updates its quarantine (reason, attempts + 1, time); once Canary accepts it, the
+    acknowledgement ends the quarantine."""
+    settings.CANARY_BATCH_TAGS = 4
+    t = topic()
+    ids = device_metrics(receive(t, birth(*(prod(f"Area/Q{i}", alias=i + 1) for i in range(4)))).device_id)
+    mark_now(ids, reason="test")
+    sync.flush_once(enqueued)
+    refused = Metric.objects.get(id=ids[2]).canary_id
+    canary.set_faults(tag_errors=[refused])
+    drain(enqueued)
+    first = Quarantine.objects.get(metric_id=ids[2])
+    assert SyncState.objects.filter(metric_id__in=ids).count() == 3
+
+    receive(t, birth(*(prod(f"Area/Q{i}", alias=i + 1, engUnit=(T.String, "kg")) for i in range(4))))
+    mark_now([ids[2]], reason="cdc")  # what cdc_consume does for the change
+    assert sync.flush_once(enqueued)[0] == 1  # the flush takes it: no batch in flight holds it
+    drain(enqueued)
+    again = Quarantine.objects.get(metric_id=ids[2])
+    assert again.attempts == 2 and again.quarantined_at > first.quarantined_at and again.batch_id != first.batch_id
+    assert "injected error" in again.reason and pending_ids(ids) == set()
+
+    canary.set_faults(tag_errors=[])
+    mark_now([ids[2]], reason="cdc")
+    sync.flush_once(enqueued)
+    drain(enqueued)
+    assert not Quarantine.objects.filter(metric_id=ids[2]).exists()
+    assert canary.properties(refused) == effective_targets([ids[2]])[ids[2]].properties
+    assert canary.properties(refused)["engUnit"] == "kg"
+
+
+def test_push_again_releases_quarantined_tags_and_their_acknowledgement_ends_it(canary, settings, enqueued):
+    """TC-43: "Push again" (canary.quarantine.release): the quarantined metrics are pending, due
+    now; ids not in quarantine are ignored; the quarantine row stays until Canary acknowledges."""
+    ids, _ = batches_of(3, settings, enqueued)
+    refused = [Metric.objects.get(id=i).canary_id for i in ids[:2]]
+    canary.set_faults(tag_errors=refused)
+    drain(enqueued)
+    assert sorted(Quarantine.objects.values_list("metric_id", flat=True)) == ids[:2]
+
+    canary.set_faults(tag_errors=[])
+    assert quarantine.release([ids[0], ids[2]]) == [ids[0]]
+    assert pending_ids(ids) == {ids[0]} and Quarantine.objects.filter(metric_id=ids[0]).exists()
+    assert sync.flush_once(enqueued)[0] == 1
+    drain(enqueued)
+    assert list(Quarantine.objects.values_list("metric_id", flat=True)) == [ids[1]]
+    assert SyncState.objects.filter(metric_id=ids[0]).exists()
+    assert canary.properties(refused[0]) == effective_targets([ids[0]])[ids[0]].properties
+
+
+def test_two_refused_tags_are_each_quarantined_and_named_by_the_failed_task(canary, settings, tasks):
+    """TC-43: two refused tags of an 8-tag batch: both quarantined, the six others delivered, and
+    the tasks that quarantined them fail naming them."""
+    ids, _ = batches_of(8, settings, tasks, tags_per_batch=8)
+    refused = sorted(Metric.objects.get(id=i).canary_id for i in (ids[0], ids[7]))
+    canary.set_faults(tag_errors=refused)
+
+    results = tasks.run()
+
+    messages = [str(r.result) for r in results if r.state == "FAILURE"]
+    assert messages and all("quarantined" in m and "injected error" in m for m in messages)
+    assert sorted(c for c in refused for m in messages if f"quarantined: {c}" in m or f", {c}" in m) == refused
+    assert sorted(Quarantine.objects.values_list("canary_id", flat=True)) == refused
+    assert SyncState.objects.filter(metric_id__in=ids).count() == 6
+    assert not InFlight.objects.filter(metric_id__in=ids).exists() and pending_ids(ids) == set()
+
+
+def test_a_claim_that_lost_its_lease_neither_splits_nor_quarantines(canary, settings, enqueued):
+    """TC-43: splitting is fenced by the claim like the acknowledgement: a claim another worker has
+    taken over writes nothing (no children, no quarantine, in-flight rows where they were). The
+    current claim splits: two queued halves, each carrying its tags, targets and in-flight rows."""
+    ids, (batch_id,) = batches_of(4, settings, enqueued, tags_per_batch=4)
+    ((_, first, _),) = push.claim([batch_id])
+    with connection.cursor() as cur:  # another worker took the batch over
+        cur.execute("UPDATE uns_meta.canary_push_batches SET attempts = attempts + 1 WHERE id = %s", [batch_id])
+
+    assert push.refuse([(batch_id, first, "refused")]) == push.Refused()
+    assert PushBatch.objects.get(id=batch_id).status == "sending"
+    assert not PushBatch.objects.filter(parent_id=batch_id).exists() and not Quarantine.objects.exists()
+    assert set(InFlight.objects.filter(metric_id__in=ids).values_list("batch_id", flat=True)) == {batch_id}
+
+    halves = push.refuse([(batch_id, first + 1, "refused")])
+    assert halves.split == [batch_id] and len(halves.children) == 2
+    parent = PushBatch.objects.get(id=batch_id)
+    assert (parent.status, parent.error) == ("split", "refused")
+    children = list(PushBatch.objects.filter(parent_id=batch_id).order_by("id"))
+    assert [(c.status, c.attempts, c.tags, len(c.targets)) for c in children] == [("queued", 0, 2, 2)] * 2
+    assert sorted(int(m) for c in children for m in c.targets) == sorted(ids)
+    for child in children:
+        assert set(InFlight.objects.filter(batch_id=child.id).values_list("metric_id", flat=True)) == set(
+            map(int, child.targets))
+        assert {t["canary_id"] for t in child.targets.values()} == set(json.loads(child.body))
+        assert child.size == len(child.body)
+    assert integrity.run(["sync_queue", "quarantine"]) == []
+
+
+def test_a_refused_session_fails_the_batch_without_splitting_it(canary, settings, enqueued):
+    """Canary refusing the session (a wrong apiToken) says nothing about the batch's tags: the batch
+    fails (its metrics pending again after 30 s, the task fails visibly); nothing is split or
+    quarantined."""
+    ids, (batch_id,) = batches_of(4, settings, enqueued, tags_per_batch=4)
+    settings.CANARY_API_TOKEN = "not-the-token"
+
+    outcome = push.push_batches([batch_id], enqueued)
+
+    assert outcome.failed == [batch_id] and not (outcome.split or outcome.rejected)
+    assert "refused the session" in outcome.reasons[batch_id]
+    assert PushBatch.objects.get(id=batch_id).status == "failed"
+    assert not PushBatch.objects.filter(parent_id=batch_id).exists() and not Quarantine.objects.exists()
+    assert pending_ids(ids) == set(ids)
+
+
+def test_a_metric_with_nothing_left_to_send_leaves_the_quarantine(canary, settings, enqueued):
+    """TC-43: a refused change that is reverted: the next flush finds nothing to send for the metric
+    (Canary holds what it should) and ends its quarantine."""
+    t = topic()
+    ids = device_metrics(receive(t, birth(prod("Area/R", alias=1))).device_id)
+    mark_now(ids, reason="test")
+    sync.flush_once(enqueued)
+    drain(enqueued)
+    receive(t, birth(prod("Area/R", alias=1, engUnit=(T.String, "bar"))))
+    mark_now(ids, reason="cdc")
+    sync.flush_once(enqueued)
+    canary.set_faults(tag_errors=[Metric.objects.get(id=ids[0]).canary_id])
+    drain(enqueued)
+    assert Quarantine.objects.filter(metric_id=ids[0]).exists()
+
+    receive(t, birth(prod("Area/R", alias=1)))  # reverted
+    mark_now(ids, reason="cdc")
+    assert sync.flush_once(enqueued) == (1, [])
+    assert not Quarantine.objects.exists()

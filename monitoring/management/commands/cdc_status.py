@@ -44,4 +44,5 @@ class Command(BaseCommand):
         p = pending_status()
         batches = ", ".join(f"{k} {v}" for k, v in sorted(p.batches.items())) or "none open"
         self.stdout.write(f"pending: {p.pending} metric(s), {p.due} due now, oldest change "
-                          f"{p.oldest_age_seconds:.0f}s ago; in flight: {p.inflight}; batches: {batches}")
+                          f"{p.oldest_age_seconds:.0f}s ago; in flight: {p.inflight}; batches: {batches}; "
+                          f"quarantined: {p.quarantined} tag(s)")

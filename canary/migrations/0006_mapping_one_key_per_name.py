@@ -5,7 +5,7 @@ from django.db.models.functions import Coalesce, NullIf
 
 
 class Migration(migrations.Migration):
-    dependencies = [("canary", "0004_inflight_without_fk")]
+    dependencies = [("canary", "0005_quarantine")]
 
     operations = [
         migrations.AddConstraint(
