@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -88,8 +89,9 @@ def processes(procs: Procs, ports: dict[str, int]) -> None:
 def ready(procs: Procs, ports: dict[str, int], redis_url: str, mock: Mock) -> None:
     by_name = {p.name: p for p in procs.all}
     wait_for(mock.up, 60, "the canary mock")
+    host = socket.gethostname()
     for node, name in (("worker1", "worker1"), ("worker2", "worker2"), ("canary", "canary-worker")):
-        wait_for(lambda n=node, p=by_name[name]: worker_pong(redis_url, n, p), 90, f"worker {node}")
+        wait_for(lambda n=f"{node}@{host}", p=by_name[name]: worker_pong(redis_url, n, p), 90, f"worker {node}")
     wait_for(lambda: "Sending due task" in by_name["beat"].text(), 60, "beat")
 
     def ingest_connected() -> bool:

@@ -174,7 +174,7 @@ def _finish(frame_id: int, outcome: Outcome, seconds: float) -> None:
     connection.ensure_connection()
     connection.connection.execute(
         "UPDATE uns_meta.birth_frames SET status = %s, reason = %s, counts = %s, device_id = %s,"
-        " processed_at = now(), apply_seconds = %s, retry_at = NULL"
+        " processed_at = clock_timestamp(), apply_seconds = %s, retry_at = NULL"
         " WHERE id = %s AND status = 'received'",
         (outcome.status, outcome.reason[:10000], Jsonb(outcome.counts) if outcome.counts else None,
          outcome.device_id, seconds, frame_id))
