@@ -20,3 +20,5 @@ MAPPING_CONFLICTS = Counter("metasync_sync_mapping_conflicts_total",
 TAGS_PUSHED = Counter("metasync_canary_tags_pushed_total", "Tags acknowledged by Canary")
 END_TO_END = Histogram("metasync_end_to_end_seconds", "Birth received -> Canary acknowledged",
                        buckets=(1, 5, 10, 30, 60, 120, 180, 240, 300, 600, 1200, 3600))
+for _outcome in ("acked", "failed", "rejected", "split", "quarantined"):
+    BATCHES.labels(_outcome)  # every series exists (at 0) from the start: increase() sees the first batch
