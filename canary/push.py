@@ -34,6 +34,7 @@ lease (``SENDING_LEASE_SECONDS`` minus one operation's deadline): the rest goes 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -45,12 +46,13 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 
 from canary import metrics
 from canary.client import CanaryClient
 from canary.errors import CanaryRejected, CanaryUnavailable
 from cdcsync.pending import mark_now
+from metasync.db import bounded_transaction
 from metasync.logging import bind, id_span
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,10 @@ class PushOutcome:
     split: list[int] = field(default_factory=list)  # refused batches of several tags, now in two halves each
     children: list[int] = field(default_factory=list)  # those halves (enqueued)
     quarantined: list[str] = field(default_factory=list)  # canary ids of the tags quarantined
+
+
+def _bounded(work: str = "push") -> contextlib.AbstractContextManager[None]:
+    return bounded_transaction(work, settings.SYNC_STATEMENT_TIMEOUT_SECONDS)
 
 
 # --- sending: one thread pool and one client per thread, per process -------------------------
@@ -174,7 +180,7 @@ def claim(batch_ids: list[int]) -> list[tuple[int, int, str]]:
     """(id, attempts, body) of the given batches this call now holds."""
     if not batch_ids:
         return []
-    with connection.cursor() as cur:
+    with _bounded(), connection.cursor() as cur:
         cur.execute(
             "UPDATE uns_meta.canary_push_batches b SET status = 'sending', attempts = b.attempts + 1"
             " WHERE b.id IN (SELECT id FROM uns_meta.canary_push_batches WHERE id = ANY(%s)"
@@ -252,7 +258,7 @@ def acknowledge(claims: list[tuple[int, int]]) -> list[int]:
     """Canary said Good: in one statement the batches' targets become the acknowledged state
     (and their metrics leave the quarantine). Returns the batches acknowledged (a claim another
     worker has taken over is left to it)."""
-    with transaction.atomic(), connection.cursor() as cur:
+    with _bounded(), connection.cursor() as cur:
         cur.execute(ACK_SQL, {"ids": [b for b, _ in claims], "attempts": [a for _, a in claims]})
         rows = cur.fetchall()
     acked = sorted(r[0] for r in rows if r[0] is not None)
@@ -272,7 +278,7 @@ def acknowledge(claims: list[tuple[int, int]]) -> list[int]:
 
 def give_back(claims: list[tuple[int, int, str]], status: str, *, delay: float) -> list[int]:
     """End batches unsuccessfully: their metrics return to pending, due after ``delay``."""
-    with transaction.atomic(), connection.cursor() as cur:
+    with _bounded(), connection.cursor() as cur:
         cur.execute(
             "UPDATE uns_meta.canary_push_batches b SET status = %s, error = left(c.error, 5000)"
             " FROM unnest(%s::bigint[], %s::int[], %s::text[]) AS c(id, attempts, error)"
@@ -354,7 +360,7 @@ def refuse(claims: list[tuple[int, int, str]]) -> Refused:
     out = Refused()
     why = {b: w for b, _, w in claims}
     held: list[tuple[int, int, str]] = []  # (batch id, metric id, canary id) quarantined
-    with transaction.atomic(), connection.cursor() as cur:
+    with _bounded(), connection.cursor() as cur:
         cur.execute(
             "WITH mine AS (SELECT b.id, b.body, b.targets FROM uns_meta.canary_push_batches b"
             "  JOIN unnest(%s::bigint[], %s::int[]) AS c(id, attempts) ON b.id = c.id AND b.attempts = c.attempts"
@@ -421,7 +427,7 @@ def _halves(body: str, tags: dict[str, str]) -> list[tuple[str, int, list[int]]]
 
 def release(claims: list[tuple[int, int]]) -> list[int]:
     """Unsent batches back to ``queued`` (their claim's time ran out before a send began)."""
-    with connection.cursor() as cur:
+    with _bounded(), connection.cursor() as cur:
         cur.execute(
             "UPDATE uns_meta.canary_push_batches b SET status = 'queued', attempts = b.attempts - 1"
             " FROM unnest(%s::bigint[], %s::int[]) AS c(id, attempts)"
@@ -445,7 +451,7 @@ def enqueue_in_chunks(batch_ids: list[int], send: Callable[[list[int]], object])
 
 def redrive(enqueue: Enqueue, older_than_seconds: float = 60) -> int:
     """Re-enqueue batches whose task was lost (still queued, or sending past the lease)."""
-    with connection.cursor() as cur:
+    with _bounded(), connection.cursor() as cur:
         cur.execute(
             "SELECT id FROM uns_meta.canary_push_batches WHERE (status = 'queued' AND updated_at < now() - %s"
             " * interval '1 s') OR (status = 'sending' AND updated_at < now() - %s * interval '1 s') ORDER BY id"
@@ -461,7 +467,7 @@ def prune(retention_days: float) -> int:
     """Delete batches that ended (acked, failed, rejected, split) more than ``retention_days`` ago: each
     holds a request body, and nothing reads an ended batch but the admin. Sync state keeps the
     id of the batch that last wrote it, which may then be gone."""
-    with connection.cursor() as cur:
+    with _bounded("prune"), connection.cursor() as cur:
         cur.execute("DELETE FROM uns_meta.canary_push_batches WHERE status IN ('acked', 'failed', 'rejected', 'split')"
                     " AND updated_at < now() - %s * interval '1 day'", [retention_days])
         deleted = cur.rowcount

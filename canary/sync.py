@@ -39,6 +39,8 @@ from canary.effective import Target, effective_targets, id_array, load_mapping
 from canary.models import SyncState
 from canary.push import Enqueue
 from cdcsync.pending import mark_now
+from metasync import locks
+from metasync.db import bounded_transaction
 from metasync.logging import id_span
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,7 @@ def flush_once(enqueue: Enqueue, limit: int | None = None) -> tuple[int, list[in
     """One unit of work: returns (metrics claimed, ids of batches created); the batches are
     handed to ``enqueue`` once the transaction has committed."""
     limit = limit or settings.SYNC_FLUSH_BATCH_METRICS
-    with transaction.atomic():
+    with bounded_transaction("flush", settings.SYNC_STATEMENT_TIMEOUT_SECONDS):
         ids = _claim_due(limit)
         if not ids:
             return 0, []
@@ -190,12 +192,25 @@ def _store(batches: list[BatchBuilder]) -> list[int]:
 def flush_due(enqueue: Enqueue, max_seconds: float | None = None) -> dict[str, int]:
     """Flush until nothing is due or the time budget is spent (beat calls this every few seconds).
 
-    ``SYNC_FLUSH_THREADS`` loops run side by side, each on its own database connection: while
-    one builds batches in Python the other waits for PostgreSQL (claims skip each other's rows).
+    One flush at a time (a session advisory lock): a flush that finds another running returns at
+    once, so beat's ticks never pile up claimers. ``SYNC_FLUSH_THREADS`` loops run side by side,
+    each on its own database connection: while one builds batches in Python the other waits for
+    PostgreSQL (claims skip each other's rows).
     """
     if circuit_open():
         log.info("Canary circuit open: due changes stay pending")
         return {"claimed": 0, "batches": 0}
+    connection.ensure_connection()
+    if not locks.try_session_lock(connection.connection, locks.FLUSH_KEY):
+        log.debug("another flush is running")
+        return {"claimed": 0, "batches": 0}
+    try:
+        return _flush_due(enqueue, max_seconds)
+    finally:
+        locks.unlock(connection.connection, locks.FLUSH_KEY)
+
+
+def _flush_due(enqueue: Enqueue, max_seconds: float | None) -> dict[str, int]:
     deadline = time.monotonic() + (max_seconds or settings.SYNC_FLUSH_MAX_SECONDS)
     with _collector_paused():
         if settings.SYNC_FLUSH_THREADS == 1:

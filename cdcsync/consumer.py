@@ -18,7 +18,7 @@ from datetime import datetime
 
 import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 
 from cdcsync import metrics
 from cdcsync.pending import backlog, mark_pending
@@ -34,7 +34,7 @@ from cdcsync.pgoutput import (
 )
 from cdcsync.slot import advance, ensure_slot, flush_lsn, iter_peek, slot_status, verify_publication
 from metasync import locks
-from metasync.db import counting_timeouts, statement_timeout
+from metasync.db import bounded_transaction
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,7 @@ class Consumer:
         drained = rows < self.max_changes
         target = max(parse_lsn(bound), last_commit or 0) if drained else last_commit
         if changes:
-            with counting_timeouts("cdc_mark"), transaction.atomic():
-                statement_timeout(connection.connection, settings.CDC_STATEMENT_TIMEOUT_SECONDS)
+            with bounded_transaction("cdc_mark", settings.CDC_STATEMENT_TIMEOUT_SECONDS):
                 mark_pending(changes)
             metrics.MARKED.inc(len(changes))
         # Only after the pending rows are committed: a crash before this re-reads the poll.

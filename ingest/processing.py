@@ -21,7 +21,7 @@ from ingest.ledger import read_payload
 from ingest.models import BirthFrame
 from ingest.rebirth import request_rebirth
 from metasync import locks
-from metasync.db import counting_timeouts, statement_timeout
+from metasync.db import bounded_transaction
 from sparkplug.codec import DecodeError, read_header
 from sparkplug.topic import Topic, TopicError, parse_topic
 
@@ -59,7 +59,7 @@ def process_frame(frame_id: int, *, dry_run: bool = False) -> Outcome:
         if topic.verb != "DBIRTH" or topic.device is None:
             raise Rejected(f"not a DBIRTH topic: {frame['topic']!r} (verb {topic.verb})")
         validation.check_topic_ids(topic.group_id, topic.edge, topic.device)
-        with counting_timeouts("apply"), transaction.atomic():
+        with bounded_transaction("apply", settings.BIRTH_STATEMENT_TIMEOUT_SECONDS):
             outcome = _process(frame_id, frame["topic"], topic, dry_run)
             _finish(frame_id, outcome, time.monotonic() - started)
             if dry_run:
@@ -78,7 +78,6 @@ def process_frame(frame_id: int, *, dry_run: bool = False) -> Outcome:
 def _process(frame_id: int, topic_name: str, topic: Topic, dry_run: bool) -> Outcome:
     conn = connection.connection
     assert topic.device is not None
-    statement_timeout(conn, settings.BIRTH_STATEMENT_TIMEOUT_SECONDS)
     locks.xact_lock(conn, locks.device_key(topic.group_id, topic.edge, topic.device))
     row = conn.execute("SELECT status, sha256 FROM uns_meta.birth_frames WHERE id = %s FOR UPDATE",
                        (frame_id,)).fetchone()

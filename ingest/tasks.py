@@ -14,6 +14,7 @@ from django.utils import timezone
 from prometheus_client import Counter, Histogram
 
 from ingest import processing
+from metasync.db import bounded_transaction
 from metasync.logging import bind
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def prune_ledger() -> int:
     """Delete processed frames past retention, keeping each topic's latest applied frame
     (duplicate and stale detection compare against it)."""
     cutoff = timezone.now() - timedelta(days=settings.LEDGER_RETENTION_DAYS)
-    with connection.cursor() as cur:
+    with bounded_transaction("prune", settings.BIRTH_STATEMENT_TIMEOUT_SECONDS), connection.cursor() as cur:
         cur.execute(
             "DELETE FROM uns_meta.birth_frames f WHERE f.received_at < %s AND f.status <> 'received'"
             " AND f.id NOT IN (SELECT DISTINCT ON (topic) id FROM uns_meta.birth_frames"

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any, LiteralString
 
 import psycopg
+from django.db import connection, transaction
 from prometheus_client import Counter
 from psycopg import sql
 from psycopg.abc import Params
@@ -47,3 +48,13 @@ def counting_timeouts(work: str) -> Iterator[None]:
         if is_statement_timeout(exc):
             STATEMENT_TIMEOUTS.labels(work).inc()
         raise
+
+
+@contextmanager
+def bounded_transaction(work: str, seconds: float) -> Iterator[None]:
+    """A transaction (Django's default connection) whose every statement runs under a
+    ``statement_timeout`` of ``seconds``; a timeout is counted under ``work`` and raised."""
+    with counting_timeouts(work), transaction.atomic():
+        connection.ensure_connection()
+        statement_timeout(connection.connection, seconds)
+        yield
