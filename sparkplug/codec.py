@@ -506,7 +506,18 @@ def decode_properties(raw: bytes, *, where: str = "") -> dict[str, tuple[int, ob
 
 
 def payload_from_json(text: str | bytes) -> bytes:
-    """Binary payload from protobuf's JSON mapping of a ``Payload`` (as in fixtures/)."""
+    """Binary payload from protobuf's JSON mapping of a ``Payload`` (as in fixtures/).
+
+    ``bytes`` must be UTF-8 (json_format's own rule; it would raise ``UnicodeDecodeError``).
+    """
+    if not isinstance(text, str):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(
+                f"not valid UTF-8 JSON at byte {exc.start} ({exc.reason}: "
+                f"{exc.object[exc.start:exc.start + 8]!r})"
+            ) from None
     try:
         message = json_format.Parse(text, pb.Payload())
     except json_format.ParseError as exc:

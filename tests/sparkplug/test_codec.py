@@ -520,6 +520,35 @@ def test_json_state_gets_a_hint():
         read_header(b'{"online": true}')
 
 
+@pytest.mark.parametrize(
+    ("data", "position"),
+    [
+        (b"\x80", 0),  # found by tests/sparkplug/test_codec_fuzz.py
+        (b'{"metrics": [{"name": "bad\xff\xfename"}]}', 26),
+        ('{"uuid": "\ud800"}'.encode("utf-8", "surrogatepass"), 10),  # an encoded lone surrogate
+        ('{"metrics": []}'.encode("utf-16"), 0),  # UTF-16 with a BOM: json_format reads UTF-8 only
+    ],
+)
+def test_json_bytes_that_are_not_utf8_are_a_decode_error(data, position):
+    """TC-40, CT-01: payload_from_json of bytes that are not UTF-8 raised UnicodeDecodeError (not a
+    ValueError); it is a DecodeError naming the byte, as replay_birth of a hostile JSON file needs."""
+    with pytest.raises(DecodeError, match=rf"^not valid UTF-8 JSON at byte {position} \("):
+        payload_from_json(data)
+
+
+def test_nul_characters_are_decoded_not_rejected():
+    """TC-40: NUL in a name, key or string value is valid UTF-8 and decodes as is, from binary and
+    from JSON (rejecting it is a catalog/storage rule, not the codec's)."""
+    props = {"k\x00": (DataType.String, "v\x00")}
+    data = encode_birth([MetricSpec("a\x00b", DataType.Boolean, properties=props)], timestamp=1)
+    as_json = b'{"metrics": [{"name": "a\\u0000b", "datatype": 11, "properties": {"keys": ["k\\u0000"],' \
+              b' "values": [{"type": 12, "stringValue": "v\\u0000"}]}}]}'
+    for payload_bytes in (data, payload_from_json(as_json)):
+        (m,) = iter_metrics(payload_bytes)
+        assert m.name == "a\x00b"
+        assert decode_properties(m.properties) == props
+
+
 def test_non_utf8_metric_name_names_the_metric_index():
     """TC-01: invalid UTF-8 in a name (upb accepts it in proto2) is a DecodeError with the index."""
     ok = ld(1, b"good") + vi(4, DataType.Boolean)
