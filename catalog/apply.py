@@ -284,8 +284,9 @@ class BirthApplier:
 
     def _reject(self, raw: RawMetric, name: str, why: str) -> None:
         self.counts["rejected"] += 1
-        shown = name if len(name) <= 120 else name[:117] + "…"  # the reason must still fit the ledger row
-        self.problems.append(f"metric #{raw.index} {shown!r}: {why}")
+        # Shortened: a hostile name or message must not push the other reasons off the ledger row.
+        shown = name if len(name) <= 120 else name[:117] + "…"
+        self.problems.append(f"metric #{raw.index} {shown!r}: {why if len(why) <= 500 else why[:497] + '…'}")
 
     # --- writes --------------------------------------------------------------------
     def _insert_new(self, candidates: list[Incoming]) -> None:
@@ -424,6 +425,7 @@ class BirthApplier:
         """The metric's properties as stored values; None (and the metric rejected by name) when
         they do not decode or the catalog cannot hold them."""
         try:
+            validation.check_properties_size(inc.raw.properties)
             props = decode_properties(inc.raw.properties)
             for key, (sptype, _) in props.items():
                 if sptype not in propvalues.STORAGE_TYPE:

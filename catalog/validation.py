@@ -20,6 +20,9 @@ MAX_PATH_BYTES = 2048  # a metric's uns_path and canary_id (unique, indexed)
 MAX_KEY_BYTES = 255  # a property key (primary key with the metric id)
 MAX_STRING_BYTES = 65_536  # a string property value; a whole Canary request is capped at 1 MB
 MAX_SET_BYTES = 262_144  # a PropertySet / PropertySetList value, as stored JSON
+# A metric's whole property set on the wire, checked before it is decoded: decoding builds it in
+# memory, and a hostile set (millions of empty nested sets) would otherwise cost gigabytes.
+MAX_PROPERTIES_BYTES = 1_048_576
 BIGINT_MAX = 2**63 - 1  # aliases and payload timestamps are bigint columns
 # DateTime (ms since the epoch): what Python's datetime (years 1-9999) and timestamptz both hold.
 DATETIME_MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
@@ -60,6 +63,12 @@ def check_path(path: str) -> None:
     size = len(path.encode())
     if size > MAX_PATH_BYTES:
         raise Invalid(f"its UNS path is {size} bytes long, the catalog holds at most {MAX_PATH_BYTES}")
+
+
+def check_properties_size(raw: bytes) -> None:
+    if len(raw) > MAX_PROPERTIES_BYTES:
+        raise Invalid(f"its property set is {len(raw)} bytes on the wire, the catalog takes at most "
+                      f"{MAX_PROPERTIES_BYTES}")
 
 
 def check_properties(props: Mapping[str, tuple[int, object]]) -> None:

@@ -83,6 +83,14 @@ def _int8_out_of_range(payload: pb.Payload) -> None:
     metric.properties.values.add(type=T.Int8, int_value=70_000)
 
 
+def _huge_set(payload: pb.Payload) -> None:
+    metric = payload.metrics.add(name="Plant/huge", datatype=T.Boolean, boolean_value=True)
+    metric.properties.keys.append("sets")
+    value = metric.properties.values.add(type=T.PropertySetList)
+    for _ in range(1_000_000):  # two bytes each on the wire, a dict each once decoded
+        value.propertysets_value.propertyset.add()
+
+
 def _unknown_datatype(payload: pb.Payload) -> None:
     payload.metrics.add(name="Plant/odd", datatype=99)
 
@@ -118,6 +126,7 @@ def cases() -> list[Case]:
         Case("a DateTime in year 10000", _with_good(m("Plant/when", lastChange=(T.DateTime, year_10000))), "applied",
              "outside years 1-9999"),
         Case("an Int8 property out of its range", _raw_birth(_int8_out_of_range), "applied", "out of range"),
+        Case("a 2 MB property set", _raw_birth(_huge_set), "applied", "bytes on the wire"),
         Case("a 100 kB string value", _with_good(prod("Plant/doc", documentation=(T.String, "d" * 100_000))),
              "applied", "bytes long"),
         Case("an alias without a name", _with_good(m(None, alias=4242)), "applied", "alias 4242 has no name"),
