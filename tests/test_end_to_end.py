@@ -33,6 +33,7 @@ from births import birth as encode_prod_birth
 from canary.effective import effective_targets
 from canary.models import PushBatch
 from catalog.models import Device, Metric, MetricProperty
+from cdcsync.pending import mark_now
 from devtools.canary_mock import CanaryMock
 from devtools.edge import changing_metrics, synthetic_birth, synthetic_metrics
 from ingest.models import BirthFrame
@@ -492,3 +493,27 @@ def test_canary_outage_opens_the_breaker_and_everything_converges_afterwards(tmp
     t0 = states[0][0]
     print(f"TC-22: breaker states {[(round(t - t0, 2), s) for t, s in states]}; {len(failed)} failed batch(es); "
           f"converged {converged:.1f}s after Canary healed; 5xx answered: {stats['http_5xx']}")
+
+
+def test_a_birth_is_applied_promptly_while_a_100k_drain_runs(tmp_path):
+    """TC-42: the flush runs on its own queue (`sync`, the canary workers'), so births never wait
+    for it: with 100,000 metrics due and being flushed and pushed, a birth published to the broker
+    is applied within seconds by the births worker, and the drain completes in parity."""
+    group = new_group()
+    with e2e_stack(tmp_path, group, extra_env={"CANARY_RATE_LIMIT_RPS": "1000"}) as stack:
+        receive(f"spBv1.0/{group}/DBIRTH/EdgeBig/Big", synthetic_birth(100_000, seed=7, timestamp=now_ms()))
+        ids = group_metric_ids(group)
+        stack.wait_for(lambda: backlog(ids)[0] + backlog(ids)[1] > 50_000, 90,
+                       "the big birth's changes to be marked pending")
+        mark_now(ids, reason="test")  # every one due now: the drain starts at the next flush
+        stack.wait_for(lambda: backlog(ids)[1] > 0, 60, "the drain to be under way")
+        small = f"spBv1.0/{group}/DBIRTH/EdgeSmall/Small"
+        published = time.monotonic()
+        publish(small, encode_prod_birth(prod("Plant/while-draining", alias=1)))
+        applied = stack.wait_for(lambda: BirthFrame.objects.filter(topic=small, status="applied")
+                                 .values_list("apply_seconds", flat=True).first(), 30,
+                                 "the small birth to be applied while the drain runs")
+        took = time.monotonic() - published
+        assert backlog(ids) != (0, 0), "the drain ended first: the test showed nothing"
+        assert took < 15, f"the birth waited {took:.1f}s behind the drain (its apply took {applied:.2f}s)"
+        wait_in_parity(stack, group, timeout=240)

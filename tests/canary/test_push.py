@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -492,3 +493,20 @@ def test_a_metric_with_nothing_left_to_send_leaves_the_quarantine(canary, settin
     mark_now(ids, reason="cdc")
     assert sync.flush_once(enqueued) == (1, [])
     assert not Quarantine.objects.exists()
+
+
+def test_the_flush_has_a_queue_of_its_own_that_births_workers_do_not_consume(settings):
+    """TC-42: flush and re-drive go to queue `sync`, which the canary workers consume and the births
+    workers do not (compose, the demo and the test stack), so a drain never holds a births slot."""
+    import yaml
+
+    from metasync.celery import app
+
+    for name in ("canary.tasks.flush_due", "canary.tasks.redrive_batches"):
+        assert app.amqp.router.route({}, name)["queue"].name == "sync"
+    schedule = settings.CELERY_BEAT_SCHEDULE
+    assert schedule["flush-due-changes"]["options"]["queue"] == "sync"
+    compose = yaml.safe_load((Path(settings.BASE_DIR) / "docker-compose.yml").read_text())["services"]
+    queues = {name: svc["command"][svc["command"].index("-Q") + 1].split(",")
+              for name, svc in compose.items() if "-Q" in (svc.get("command") or [])}
+    assert "sync" in queues["canary-worker"] and "sync" not in queues["worker"], queues
