@@ -80,7 +80,7 @@ class PushOutcome:
 
 
 def _bounded(work: str = "push") -> contextlib.AbstractContextManager[None]:
-    return bounded_transaction(work, settings.SYNC_STATEMENT_TIMEOUT_SECONDS)
+    return bounded_transaction(work, settings.SYNC_STATEMENT_TIMEOUT_SECONDS, index_lookups=work == "push")
 
 
 # --- sending: one thread pool and one client per thread, per process -------------------------

@@ -104,7 +104,7 @@ def flush_once(enqueue: Enqueue, limit: int | None = None) -> tuple[int, list[in
     """One unit of work: returns (metrics claimed, ids of batches created); the batches are
     handed to ``enqueue`` once the transaction has committed."""
     limit = limit or settings.SYNC_FLUSH_BATCH_METRICS
-    with bounded_transaction("flush", settings.SYNC_STATEMENT_TIMEOUT_SECONDS):
+    with bounded_transaction("flush", settings.SYNC_STATEMENT_TIMEOUT_SECONDS, index_lookups=True):
         ids = _claim_due(limit)
         if not ids:
             return 0, []
@@ -147,10 +147,10 @@ def _claim_due(limit: int) -> list[int]:
     Single-table statements only (docs/architecture.md, "The claim"): lock the head of the queue
     through the ``due_at`` index, look the locked ids up in ``canary_inflight`` by primary key, then
     delete or postpone them by primary key. No join is left for a bad plan to make quadratic, and
-    nothing for a concurrent update to re-check. The planner is told to prefer the indexes for the
-    claim (an emptied table analysed when empty estimates every later size as zero rows)."""
+    nothing for a concurrent update to re-check; the flush's transaction prices sequential scans
+    out (``index_lookups``) and the claim sorts by reading the index."""
     with connection.cursor() as cur:
-        cur.execute("SELECT set_config('enable_seqscan', 'off', true), set_config('enable_sort', 'off', true)")
+        cur.execute("SELECT set_config('enable_sort', 'off', true)")  # the queue head in due_at index order
         cur.execute("SELECT metric_id FROM uns_meta.sync_pending WHERE due_at <= now()"
                     " ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED", [limit])
         locked = [row[0] for row in cur.fetchall()]
@@ -165,7 +165,7 @@ def _claim_due(limit: int) -> list[int]:
             if busy:
                 cur.execute("UPDATE uns_meta.sync_pending SET due_at = now() + make_interval(secs => %s)"
                             " WHERE metric_id = ANY(%s::bigint[])", [IN_FLIGHT_RECHECK_SECONDS, sorted(busy)])
-        cur.execute("SELECT set_config('enable_seqscan', 'on', true), set_config('enable_sort', 'on', true)")
+        cur.execute("SELECT set_config('enable_sort', 'on', true)")
         return claimed
 
 

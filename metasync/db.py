@@ -51,10 +51,17 @@ def counting_timeouts(work: str) -> Iterator[None]:
 
 
 @contextmanager
-def bounded_transaction(work: str, seconds: float) -> Iterator[None]:
+def bounded_transaction(work: str, seconds: float, *, index_lookups: bool = False) -> Iterator[None]:
     """A transaction (Django's default connection) whose every statement runs under a
-    ``statement_timeout`` of ``seconds``; a timeout is counted under ``work`` and raised."""
+    ``statement_timeout`` of ``seconds``; a timeout is counted under ``work`` and raised.
+
+    ``index_lookups``: the transaction only looks rows up by key (ids, batch ids), so sequential
+    scans are priced out: a table analysed while empty is estimated at zero rows whatever it holds
+    later, and a plan that scans it once per looked-up row is quadratic (docs/architecture.md,
+    "The claim")."""
     with counting_timeouts(work), transaction.atomic():
         connection.ensure_connection()
         statement_timeout(connection.connection, seconds)
+        if index_lookups:
+            connection.connection.execute("SELECT set_config('enable_seqscan', 'off', true)")
         yield
