@@ -1,19 +1,11 @@
 """Canary Write API client (docs/canary-api.md): shared session, retries, global rate limit, breaker.
 
-- One session for all workers, its token kept in Redis; whoever meets
-  ``BadSessionToken`` drops that token and one worker logs in again (Redis lock).
-- Status comes from the JSON body (``Good`` / ``Errors`` / ``BadSessionToken``), not the HTTP code.
-- Transient failures (timeouts, connection errors, 5xx, 429) are retried: up to
-  ``CANARY_ATTEMPTS`` attempts of at most ``CANARY_TIMEOUT_SECONDS`` each, exponential
-  backoff with jitter (0.2 s doubling to 6.4 s), never past ``CANARY_OPERATION_DEADLINE_SECONDS``.
-- ``Errors`` and other 4xx are Canary saying no: raised as :class:`CanaryRejected`
-  with Canary's own messages, never retried blindly.
-- Every HTTP call is first admitted in one Redis round trip (:meth:`CanaryClient._admit`):
-  a slot from the global token bucket, the call counted for the breaker's 5xx ratio, the
-  session marked as used, the shared session token read. Then it goes through the shared
-  circuit breaker.
-- Proxies and a CA bundle from the environment (``HTTPS_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``)
-  are read once per client: requests would otherwise re-read the whole environment on every call.
+One session for all workers (its token in Redis); the outcome comes from the JSON body, not the HTTP
+code. Transient failures (timeouts, connection errors, 5xx, 429) are retried within
+``CANARY_OPERATION_DEADLINE_SECONDS``; ``Errors`` and other 4xx raise :class:`CanaryRejected`, never
+retried blindly. Every HTTP call is first admitted in one Redis round trip (:meth:`CanaryClient._admit`:
+a global rate-limit slot, the breaker's count, the session token), then goes through the shared
+breaker. Details: docs/architecture.md, "Canary client".
 """
 
 from __future__ import annotations
@@ -126,7 +118,7 @@ class CanaryClient:
 
     # --- machinery -----------------------------------------------------------------------
     def _operation(self, method: str, make_body: Callable[[str | None], dict | str]) -> dict:
-        """``method`` on the shared session (``make_body(token)``), retried as the module says."""
+        """``method`` on the shared session (``make_body(token)``), retried (docs/architecture.md, "Canary client")."""
         deadline = time.monotonic() + settings.CANARY_OPERATION_DEADLINE_SECONDS
         backoff = settings.CANARY_BACKOFF_SECONDS
         last = "no attempt"

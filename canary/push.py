@@ -1,35 +1,11 @@
 """Pushing batches to Canary: claim, send concurrently, acknowledge in groups (docs/architecture.md).
 
-A push task carries the ids of up to ``CANARY_PUSH_TASK_BATCHES`` batches. It claims the
-ones still to send in one statement (``queued``, or ``sending`` past the lease: a lost
-task), sends them ``CANARY_PUSH_THREADS`` at a time from a thread pool of its process, and
-writes the outcomes in a few set-based transactions:
-
-- ``Good``: the batch's targets become the acknowledged sync state, its in-flight rows go and
-  the end-to-end latency of the births behind it is observed;
-- ``Errors`` (a 4xx) for a batch of several tags: the batch is ``split`` into two child batches
-  (``parent_id``) that carry its tags, targets and in-flight rows, and which are enqueued at once:
-  recursively, until the tags Canary refuses are alone (Canary's messages are not parsed: they
-  need not name the tag). The good tags are delivered, re-sending them is harmless;
-- ``Errors`` (a 4xx) for a batch of one tag: the batch is ``rejected`` with Canary's messages and
-  its metric **quarantined** (``canary_quarantine``), not pending again — never retried blindly.
-  A later change of its metadata, or a steward (:func:`canary.quarantine.release`), pushes it
-  again; its acknowledgement ends the quarantine;
-- unavailable (retries exhausted, deadline, circuit open), or Canary refusing the session
-  itself (``getSessionToken``: a configuration problem, not this batch's tags): the batch is
-  ``failed`` and its metrics pending again after 30 s (beat's flush re-drives them).
-
-The task fails (Flower shows it) once everything is settled when a batch failed or a tag was
-quarantined; splitting alone is no failure.
-
-Every HTTP call still takes its own slot from the global budget and goes through the shared
-breaker (:mod:`canary.client`); what is shared per task is the Celery message, the claim and
-the acknowledgement transaction, which is what made one task per request too slow.
-
-A claim is fenced by the batch's ``attempts``: only the claim that is still current may
-acknowledge or give a batch back. A task never starts a send once its claim could outlive the
-lease (``SENDING_LEASE_SECONDS`` minus one operation's deadline): the rest goes back to
-``queued`` and into a new task.
+A push task claims up to ``CANARY_PUSH_TASK_BATCHES`` batches in one statement, sends them from a
+thread pool of its process and writes the outcomes in a few set-based transactions: acknowledged
+(``Good``), split in two (a refused batch of several tags), quarantined (a refused tag alone), or
+failed and pending again. A claim is fenced by the batch's ``attempts``, so a task that outlived
+its lease cannot overwrite the one that took over. Outcomes, per-tag isolation and why tasks carry
+many batches: docs/architecture.md, "Push and acknowledgement".
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
 """Due pending metrics → diff against what Canary acknowledged → push batches (docs/cdc.md).
 
-``flush_once`` claims due pending rows, diffs each metric's effective mapped
-properties against its ``SyncState`` and writes ``PushBatch`` rows — all in one
-transaction, so a crash loses nothing and duplicates nothing; after the commit
-push tasks carry the batch ids to the canary workers (:mod:`canary.push`). Only changed keys
-are sent; a key that disappeared is sent as ``[name, ts, null, 32768]`` (value
-null, quality "No Data"): Canary keeps property history and has no delete, so
-"no longer defined" is recorded as a null value from that time on (the mock
-hides such keys in ``getTagProperties``). A new ``canary_id`` (rename) gets the
-full set. A metric with a batch in flight waits (one unacknowledged batch per
-metric keeps acknowledgements in order).
-
-A quarantined metric (:mod:`canary.quarantine`) is flushed like any other once it is pending
-(a change, or a steward's release): its diff is still against what Canary last acknowledged, so
-the refused change goes again. When there is nothing left to send for it (the change was
-reverted, or the metric retired), its quarantine ends here.
+``flush_once`` claims due pending rows, diffs each metric's effective mapped properties against its
+``SyncState`` and writes ``PushBatch`` rows in one transaction (a crash loses and duplicates
+nothing); after the commit, push tasks carry the batch ids to the canary workers (:mod:`canary.push`).
+Only changed keys are sent; a removed key goes as ``[name, ts, null, 32768]`` (Canary has no delete).
+A metric with a batch in flight waits. Details: docs/architecture.md, "Flush and diff" and "The claim".
 """
 
 from __future__ import annotations

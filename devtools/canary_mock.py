@@ -1,80 +1,11 @@
-"""A contract-faithful fake of the Canary historian (docs/canary-api.md) for dev, demo, tests and benchmarks.
+"""A contract-faithful fake of the Canary historian for dev, the demo, tests and benchmarks; never production.
 
-Never used in production. Pure stdlib (no Django): :class:`CanaryMock` holds the state and answers
-requests (:meth:`CanaryMock.handle`), :func:`make_server` puts it behind a ``ThreadingHTTPServer``,
-:func:`running` serves it from a thread (tests, benchmarks), ``manage.py canary_mock`` from a daemon.
-
-Contract endpoints (``POST``, JSON bodies, ``Content-Type: application/json``, HTTP 200 with
-``statusCode`` and ``errors`` in the body for every contract answer):
-
-- Write API ``/api/v1/``: ``getSessionToken``, ``storeData`` (properties only), ``keepAlive``,
-  ``revokeSessionToken``. Sessions expire after ``settings.clientTimeout`` ms of inactivity (the
-  contract's default: 60 s; the mock's ``session_timeout`` when the client gives none).
-- Views API ``/api/v2/getTagProperties``: the current properties of each requested tag. Canary serves
-  the Views API on its own port (55236); the mock serves both APIs on one port, with one apiToken
-  (body ``apiToken`` or ``Authorization: Bearer``).
-
-Decisions where docs/canary-api.md is silent, and where the mock is deliberately stricter (each is a test
-aid: it makes a client mistake loud, it does not claim Canary behaves so):
-
-- The ``null`` row value is accepted as metasync's documented *removal marker*: the property's
-  history keeps the row, and ``getTagProperties`` no longer lists the name. Any other non-scalar
-  value (object, array) is refused.
-- The current value of a property is the row with the latest timestamp (ties: the later request
-  wins), so a late re-send of an older batch does not regress a newer value.
-- Every row is checked: tag path non-empty without empty segments (``a..b``); ``[name, timestamp,
-  value, quality]`` exactly; name a non-empty string; timestamp ISO 8601 ``YYYY-MM-DDThh:mm:ss[.f…]``
-  with a zone (``Z`` or ``±hh:mm``; seconds required, basic format and ``±hhmm`` refused, fraction
-  of any length, ordered to 100 ns) at or after 1601-01-01T00:00:00Z (Win32 FILETIME); value a JSON
-  scalar or ``null``; quality an integer in {0, 64, 192, 32768} or ``"Good"``/``"Bad"``. A tag with
-  an empty row list is refused.
-- Unknown body keys are refused everywhere (a misspelt ``settings`` would silently leave the unsafe
-  defaults on), and so are unknown ``settings`` keys. ``settings`` is required (metasync always sends
-  it) although Canary would apply its defaults. ``tvqs`` is refused (metasync never writes values),
-  ``annotations`` is not supported.
-- A session whose settings leave ``autoWriteNoData`` or ``extendData`` true (both default to true)
-  is accepted, but counted in ``unsafe_sessions`` and marked in the stats.
-- Any problem in a ``storeData`` request stores nothing from it: ``statusCode: "Errors"`` and one
-  reason per problem naming the tag and the 0-based row index (at most 100 reasons, then a count).
-- A wrong apiToken answers ``statusCode: "Errors"``. A missing, unknown, expired, revoked or dropped
-  session token answers ``BadSessionToken`` (checked before the body's rows).
-- ``getTagProperties`` lists every requested tag; a tag never stored is ``{}`` and named in
-  ``errors`` with ``statusCode: "Errors"``.
-- Transport: a wrong ``Content-Type`` → HTTP 415, invalid JSON, NaN/Infinity or a non-object body →
-  400, no ``Content-Length`` → 411, an unknown method → 404, a documented Write API method the mock
-  does not implement (``version``, ``getDatasets`` …) → 501, a verb other than POST → 405.
-  Method names are matched exactly (camelCase as documented).
-- The project's own budget (≤ 1 MB and ≤ 100 tags per body) is measured, not enforced:
-  ``over_budget_requests`` in the stats.
-
-Fault injection (test aids; docs/canary-api.md documents no HTTP error codes and no rate limit). They apply
-to the Write API only; the Views read-back stays reliable because tests use it as their oracle:
-
-- ``error_rate``: that fraction of requests is answered HTTP 500/502/503 at random (``seed``),
-- ``fail_next``: the next N requests are answered HTTP 500,
-- ``rate_limit_rps``: HTTP 429 (``Retry-After: 1``) once more than N requests arrived in the
-  current 1-second window,
-- ``latency_ms``: added to every request; ``hang_seconds``: sleep before answering (to trigger client
-  timeouts; the request is still processed afterwards, as a slow server would, unless the mock is
-  reset meanwhile, which drops the connection),
-- ``drop_sessions``: forget every session now (next call: ``BadSessionToken``),
-- ``tag_errors``: tag paths for which ``storeData`` answers ``Errors`` (nothing from that request
-  is stored, the failing tags are listed, like a malformed request),
-- ``expire_after``: an inactivity timeout (seconds) forced on every session, whatever its
-  ``clientTimeout`` (session-expiry tests without a minute's wait).
-
-Injected 5xx and 429 answers have a ``text/plain`` body, as a proxy or a crashed server would send.
-
-Control API ``/_mock/`` (outside the contract): ``GET|POST /_mock/faults`` (POST merges the given
-knobs, ``{}`` or ``{"reset": true}`` restores the start-up configuration, ``{"drop_sessions": true}``
-drops sessions), ``GET /_mock/state[?tag=T…][&history=1]``, ``GET /_mock/stats[?windows=1]``,
-``POST /_mock/reset`` (forget everything), ``GET /_mock/transcript?since=N[&limit=M]``.
-
-Rates: every Write API request is counted by its arrival in integer 1-second windows of the
-monotonic clock (since start or reset) and in a 1.0 s sliding window; ``limit_rps`` defines a
-violation (a window, or a request, over the limit). The transcript keeps the last ``transcript_size``
-requests/answers with apiToken and sessionToken masked, optionally appended to ``transcript_path``
-as JSON lines.
+Pure stdlib (no Django): :class:`CanaryMock` holds the state and answers requests
+(:meth:`CanaryMock.handle`), :func:`make_server` puts it behind a ``ThreadingHTTPServer``,
+:func:`running` serves it from a thread, ``manage.py canary_mock`` from a daemon. Where the contract
+is silent the mock is deliberately stricter than Canary (a test aid, not a claim about Canary), and
+faults are injected on the Write API only. Endpoints, every strict choice, the fault knobs and the
+``/_mock/`` control API: docs/canary-api.md, "The Canary mock".
 """
 
 from __future__ import annotations
@@ -390,7 +321,7 @@ def _json(status: int, obj: Any, headers: tuple[tuple[str, str], ...] = ()) -> R
 
 
 class CanaryMock:
-    """State and behaviour of the fake Canary; thread-safe (one lock). See the module docstring."""
+    """State and behaviour of the fake Canary; thread-safe (one lock). See docs/canary-api.md, "The Canary mock"."""
 
     def __init__(self, api_token: str, *, session_timeout: float = 60.0, limit_rps: int | None = None,
                  error_rate: float = 0.0, latency_ms: float = 0.0, hang_seconds: float = 0.0,
@@ -528,7 +459,7 @@ class CanaryMock:
         return {name: value for name, (_, value) in self._current.get(tag, {}).items() if value is not None}
 
     def stats(self, windows: bool = False) -> dict[str, Any]:
-        """Counters and rate measurements (see the module docstring); ``windows`` adds per-second counts."""
+        """Counters and rate measurements (docs/canary-api.md, "Control API"); ``windows`` adds per-second counts."""
         with self._lock:
             now = self.clock()
             self._expire_idle(now)
