@@ -1,50 +1,11 @@
 """Decoder for PostgreSQL's ``pgoutput`` logical replication messages, protocol version 1.
 
-Input is one message as found in the ``data`` column (bytea) of
-``pg_logical_slot_peek_binary_changes(slot, upto_lsn, upto_nchanges, 'proto_version', '1',
-'publication_names', 'uns_meta_pub')`` (docs/cdc.md). Pure Python, no Django: the
-``cdc_consume`` daemon and the tests import it directly.
-
-Message layout (PostgreSQL docs, "Logical Replication Message Formats"; integers big-endian,
-strings NUL-terminated, LSNs uint64, timestamps int64 µs since 2000-01-01 UTC):
-
-- ``B`` Begin: final_lsn, commit timestamp, xid
-- ``C`` Commit: flags, commit_lsn, end_lsn, commit timestamp
-- ``O`` Origin: origin commit lsn, origin name
-- ``R`` Relation: relid, namespace, name, replica identity, columns (flags, name, type oid, typmod)
-- ``Y`` Type: type oid, namespace, name (sent before a Relation that uses a non built-in type,
-  e.g. the enum ``uns_meta.property_type``)
-- ``I`` Insert: relid, ``N`` + new tuple
-- ``U`` Update: relid, optional ``K`` (key columns, when they changed) or ``O`` (whole old row,
-  REPLICA IDENTITY FULL) + tuple, then ``N`` + new tuple
-- ``D`` Delete: relid, ``K`` or ``O`` + tuple (with REPLICA IDENTITY DEFAULT only the primary-key
-  columns are set, every other column is ``n``)
-- ``T`` Truncate: number of relations, options (1 = CASCADE, 2 = RESTART IDENTITY), relids
-- ``M`` Message (``pg_logical_emit_message``; only sent with the ``messages`` option)
-
-TupleData: Int16 column count, then per column ``n`` (NULL), ``u`` (unchanged TOASTed value, no
-data: the column did not change and its old value is not in the WAL) or ``t`` + Int32 length +
-text. Columns follow the Relation message's column order, which leaves out generated columns
-(``metrics.canary_id`` never appears) and columns outside a publication's column list.
-
-Relation messages are sent before the first change of a relation in each decoding session, i.e.
-again at every ``peek`` call, and again after DDL; :class:`RelationCache` keeps the latest per relid.
-
-Hot path: an 850,000-row UPDATE of ``metric_properties`` yields 850,000 ``U`` messages of which
-the consumer needs one integer each. :func:`metric_ids_of` reads the relid and walks the tuple
-only up to the id column, never building strings or dataclasses::
-
-    relations = RelationCache()
-    for lsn, xid, data in rows:
-        kind = data[0]
-        if kind in ROW_CHANGE_KINDS:                   # I, U, D
-            pending.update(metric_ids_of(data, relations))
-        elif kind == KIND_RELATION:
-            relations.add(decode_message(data))
-        elif kind == KIND_COMMIT:
-            last_commit_end = decode_message(data).end_lsn
-        elif kind == KIND_TRUNCATE:
-            ...                                        # every metric of the truncated table changed
+Input is one message from the ``data`` column (bytea) of ``pg_logical_slot_peek_binary_changes``
+(see :mod:`cdcsync.slot`). Pure Python, no Django: the ``cdc_consume`` daemon and the tests import
+it directly. :func:`metric_ids_of` is the hot path (one integer per row change, the tuple walked
+only up to the id column); :func:`decode_message` builds full messages for everything else.
+Relation messages come again at every peek; :class:`RelationCache` keeps the latest per relid.
+Message kinds, their layout and what the consumer does with each: docs/cdc.md, "pgoutput messages".
 """
 
 from __future__ import annotations

@@ -1,53 +1,11 @@
 """Logical replication slot helpers over plain SQL (psycopg 3; no Django).
 
-Why polling with peek + advance (docs/cdc.md)
-----------------------------------------------
-psycopg 3 has no replication-protocol API, so ``cdc_consume`` reads the slot through the SQL
-interface: ``pg_logical_slot_peek_binary_changes`` returns decoded pgoutput messages *without*
-moving the slot, we turn them into pending rows and commit that, and only then
-``pg_replication_slot_advance`` confirms the position. A crash between our commit and the advance
-means the same changes are read again: delivery is **at-least-once**, and the duplicates are
-harmless because marking a metric pending is idempotent (an upsert that only moves its due time).
-``pg_logical_slot_get_binary_changes`` would instead confirm inside the function, so a crash after
-it returned and before our commit would lose those changes. The advance decodes the same WAL
-again, but in fast-forward mode (no transaction assembly): on the 850,000-row benchmark 0.3 s
-against 3 s for the peek (bench/pgoutput_decode.py).
-
-Transaction-boundary rule
--------------------------
-Only advance to the ``end_lsn`` of a Commit message whose whole transaction was processed (it is
-also the ``lsn`` column of that Commit's row). pgoutput emits a transaction only when it commits,
-all of it at once, and ``upto_nchanges`` is checked only after a whole transaction was added, so
-one huge transaction (an 850,000-row UPDATE) arrives whole, past the limit, and a peek never ends
-inside a transaction. Advancing to a position inside a transaction would make the next peek skip
-the rest of it. :func:`iter_peek` streams such a result without holding it all in memory.
-
-Advancing past WAL that carries nothing for us
-----------------------------------------------
-Every peek decodes all WAL from the slot's position, published or not (writes to the birth
-ledger, versions, other databases), and PostgreSQL 15 sends no Begin/Commit for a transaction
-without published changes. A consumer that advanced only to Commits would never move while only
-unpublished tables are written, and each poll would decode ever more WAL. So: take
-``L = flush_lsn(conn)`` before the peek and pass it as ``upto_lsn``; if the peek was drained
-(``upto_nchanges`` is None, or fewer rows came back than it), then once the work is committed
-advance to ``max(L, last Commit end_lsn)``; otherwise to the last Commit's end_lsn. A transaction
-still running at ``L`` commits after it and is delivered by a later peek (the slot's
-``restart_lsn`` keeps its changes). Use the *flush* position: a peek reads only flushed WAL, so a
-commit between the flush and the write position would otherwise be skipped.
-
-Other rules learnt on PostgreSQL 15:
-
-- ``pg_replication_slot_advance`` is cheap (it decodes in fast-forward mode, without assembling
-  transactions), but ``restart_lsn`` lags behind a big transaction until a later running-xacts
-  record is confirmed: until then every poll re-reads that WAL, even when it returns nothing;
-- the slot is in use for the duration of each call: a second consumer peeking or advancing the
-  same slot at that moment gets ``ObjectInUse`` ("replication slot ... is active for PID ...");
-- advancing below ``confirmed_flush_lsn`` is an error; :func:`advance` never moves backwards;
-- creating a logical slot waits until every transaction running at that moment (in any database)
-  has finished; an idle-in-transaction session blocks it;
-- a changed slot position reaches disk at the next checkpoint: after a *server* crash a slot may
-  re-deliver what was already advanced past (still at-least-once);
-- ``publication_names`` is split like an identifier list, so the name is sent double-quoted.
+``cdc_consume`` reads the slot with ``pg_logical_slot_peek_binary_changes`` (which does not move
+it) and confirms with ``pg_replication_slot_advance`` only after its own commit: at-least-once,
+never a lost change. Only advance to the end LSN of a fully processed Commit (after a drained peek,
+to the flush position taken before it, ``upto_lsn``, when that is further): a position inside a
+transaction would make the next peek skip the rest of it. Why, and what PostgreSQL 15 does with
+slots: docs/cdc.md, "Reading and confirming: peek, then advance" and "How PostgreSQL 15 treats a slot".
 """
 
 from __future__ import annotations
@@ -205,7 +163,7 @@ def iter_peek(
 
 
 def flush_lsn(conn: psycopg.Connection) -> str:
-    """The server's WAL flush position: the ``upto_lsn`` bound of a poll (see the module docstring)."""
+    """The server's WAL flush position: the ``upto_lsn`` bound of a poll (docs/cdc.md)."""
     return str(scalar(conn, "SELECT pg_current_wal_flush_lsn()::text"))
 
 
