@@ -1,31 +1,10 @@
 """UNS identity: normalized paths, Canary ids and filter attributes (docs/catalog.md).
 
-This module is the one place the normalization rules are defined. It is pure Python (no
-Django) so ingest, the catalog and tools all derive the same paths.
-
-Segment normalization (:func:`normalize_segment`), applied to every topic id and to every
-``/``-separated part of a metric name:
-
-1. Unicode NFC (``"Outa\\u0303o"`` and ``"Outão"`` are the same segment).
-2. Trim leading/trailing whitespace.
-3. Keep Unicode letters and digits (``str.isalnum``: ``Outão`` stays ``Outão``), ``_`` and ``-``.
-4. Every other character becomes ``_``: whitespace, ``.`` (Canary's path separator), ``/``,
-   ``+``, ``#``, punctuation, symbols, control characters, and combining marks that NFC could
-   not fold into a letter.
-5. Runs of ``_`` (original or produced by 4) collapse to one ``_``. ``-`` is kept and is not a
-   run breaker for whitespace: ``"400 - Clinker Production"`` -> ``"400_-_Clinker_Production"``.
-   Leading/trailing ``_`` are kept (``"Foo."`` -> ``"Foo_"``), so fewer names collide.
-6. Never empty: an empty segment becomes ``_`` (``""``, ``"   "``, ``"..."`` -> ``"_"``).
-
-Metric names (:func:`metric_path`): ``/`` separates folders. Segments that are empty after
-trimming (``a//b``, a leading or trailing ``/``, ``a/ /b``) carry no folder and are dropped;
-a name with no non-empty segment at all becomes the single segment ``_``. Dropping can make two
-names collide (``a//b`` and ``a/b``): that is reported by :class:`PathCollisions`, like any
-other collision.
-
-A device path is ``group/edge/device`` (``group/edge`` for node-level metrics of an NBIRTH); a
-metric path is the device path plus the metric's segments; the Canary id is the path with ``/``
-replaced by ``.`` (segments never contain ``.``, so it is unambiguous).
+The one place the normalization rules are defined; pure Python (no Django), so ingest, the catalog
+and tools all derive the same paths. A segment is NFC-normalized, trimmed, and every run of
+characters other than letters, digits and ``-`` (``.`` and ``/`` included) becomes one ``_``; it is
+never empty. The Canary id is the path with ``/`` replaced by ``.``, unambiguous because segments
+never contain ``.``. The rules step by step, and collisions: docs/catalog.md, "UNS paths and Canary ids".
 """
 
 from __future__ import annotations
@@ -41,13 +20,13 @@ from sparkplug.topic import Topic
 EMPTY_SEGMENT = "_"
 
 # Python's \w is exactly str.isalnum() plus "_"; one pass replaces every run of characters that
-# are illegal or "_" by a single "_" (steps 3-5 of the module docstring).
+# are illegal or "_" by a single "_" (steps 3-5 of docs/catalog.md, "Segment normalization").
 _ILLEGAL_RUN = re.compile(r"(?:_|[^\w-])+")
 
 
 @lru_cache(maxsize=65536)  # births repeat the same folder names across thousands of metrics
 def normalize_segment(s: str) -> str:
-    """One normalized, never-empty path segment (rules in the module docstring)."""
+    """One normalized, never-empty path segment (docs/catalog.md, "Segment normalization")."""
     s = unicodedata.normalize("NFC", s).strip()
     return _ILLEGAL_RUN.sub("_", s) or EMPTY_SEGMENT
 

@@ -1,29 +1,11 @@
 """Synthetic, production-shaped DBIRTH payloads for the edge simulator, tests and benchmarks.
 
-Pure: no Django, no network. :func:`synthetic_birth` returns the same bytes for the same
-arguments, so a test or benchmark can rebuild any round of a simulated edge node.
-
-Shape (taken from the production capture ``fixtures/dbirth_portugal_cement.pb.json``):
-
-* names ``<plant>/<area>/<sub-area>/Normalised/<category>/<tag>/<attribute>``, e.g.
-  ``Maceira/400 - Clinker Production/451 - Bypass/Normalised/Indications/BYPVT603INT02/Active``,
-  over the plants Maceira, Outão and Pataias (Unicode included);
-* the 10 production properties, in production order and types: engLow Double, retained Boolean,
-  DataPermission String, Quality Int32, documentation String, engHigh Double, retain Boolean,
-  executionMode Int32, engUnit String, delete Boolean;
-* mixed metric datatypes (mostly Boolean, as in production; Float, Double, Int32, String),
-  an alias per metric, and new values and timestamps every round (values are not metadata).
-
-Every metric is derived from its index alone (a 64-bit mix of seed and index), so a birth of
-any size is generated as a stream and a single metric can be rebuilt without the others.
-
-Rounds and ``change_rate``: round 0 carries the base metadata. From round 1 on, a fixed set of
-``round(change_rate * metric_count)`` metrics (chosen by the seed; at least one when the rate is
-above zero) gets one property edited — documentation, engUnit or engHigh — to a value that
-differs from the base and from the previous round. So every round after the first differs from
-the round before it in exactly that many metrics, one property each, whatever the round number;
-and a round built with ``change_rate=0`` is the base metadata again (the benchmark relies on
-both: an identical re-birth, then one with exactly 1 % of the metrics changed).
+Pure: no Django, no network. :func:`synthetic_birth` returns the same bytes for the same arguments,
+and every metric is derived from the seed and its index alone, so a birth of any size streams and
+any round of a simulated edge node can be rebuilt. From round 1 on, a fixed set of
+``round(change_rate * metric_count)`` metrics differs from the round before in one property each.
+The shape (names, the ten production properties) and the round rules: docs/sparkplug.md,
+"Synthetic births".
 """
 
 from __future__ import annotations
@@ -296,7 +278,7 @@ def synthetic_birth(
     metric_count: int, *, round_no: int = 0, change_rate: float = 0.0, seed: int = 0, timestamp: int,
     alias_base: int = 0, seq: int = 1,
 ) -> bytes:
-    """A binary DBIRTH payload of ``metric_count`` production-shaped metrics (see module doc).
+    """A binary DBIRTH payload of ``metric_count`` production-shaped metrics (docs/sparkplug.md).
 
     Deterministic: the same arguments give the same bytes. ``timestamp`` (ms) is the payload
     timestamp; metric timestamps are a few ms before it. ``alias_base`` keeps aliases unique

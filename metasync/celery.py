@@ -1,25 +1,11 @@
 """The Celery application, configured from Django settings (``CELERY_*``).
 
-Besides the app this module wires two things every Celery process needs:
-
-- **Logging**: a ``setup_logging`` receiver makes Celery leave the root logger alone and apply
-  ``settings.LOGGING`` (JSON lines, correlation ids, redaction; ``LOG_LEVEL`` wins over ``-l``).
-  ``task_prerun``/``task_postrun`` put the task id (and ``cid = task-<id>`` until the task binds a
-  more precise one, e.g. ``frame-<id>``) into the logging context of the pool process.
-
-- **Worker metrics across forks** (``WORKER_METRICS_PORT``): a prefork worker runs tasks in child
-  processes, each with its own memory, so the default in-memory registry would show only what
-  the process answering the scrape did. prometheus_client's multiprocess mode keeps every
-  process's values in mmap files of one directory, and the main process serves their sum.
-  prometheus_client picks its value store when it is imported (from ``PROMETHEUS_MULTIPROC_DIR``)
-  and each metric takes its store when it is created, so the directory must be set before the
-  first metasync metric exists. This module is that point: ``celery -A metasync worker`` imports
-  it (through ``metasync/__init__.py``) before Celery loads any task module, and settings do not
-  create metrics. Celery's CLI plug-ins may have imported prometheus_client already (Flower's
-  does), so the value store is re-selected here too. The directory is fresh per worker start
-  (no stale values of a previous run); forked children inherit the variable, the library and
-  the metric objects, and write files of their own pid (prometheus_client notices the pid
-  change). See :mod:`metasync.metrics` for the serving side.
+It also wires what every Celery process needs: logging from ``settings.LOGGING`` with the task's
+id bound as correlation id, and worker metrics across forks. For the latter it points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory *before* the first metasync metric is created
+(``celery -A metasync worker`` imports this module before any task module), so nothing that creates
+metrics may be imported before that. Why, and how :mod:`metasync.metrics` serves the pool's metrics:
+docs/metrics.md, "Celery workers: one endpoint for the whole prefork pool"; logging: "Logs".
 """
 
 from __future__ import annotations
@@ -90,7 +76,7 @@ def _enable_multiprocess_metrics() -> str | None:
 
 METRICS_DIR = _enable_multiprocess_metrics()
 
-# Creates metrics: imported only now that the value store is chosen (see the module docstring).
+# Creates metrics: imported only now that the value store is chosen (docs/metrics.md, "Celery workers").
 from metasync import metrics  # noqa: E402
 
 app = Celery("metasync")

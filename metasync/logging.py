@@ -1,22 +1,10 @@
-"""Structured logs for every process: one JSON object per line, correlation ids, secrets redacted
-(docs/architecture.md, "Logs").
+"""Structured logs for every process: one JSON object per line, correlation ids, secrets redacted.
 
-``settings.LOGGING`` wires the pieces below to every handler (console and the optional rotating
-file), so they apply to every logger, third-party ones included:
-
-- :class:`ContextFilter` stamps each record with the process name (``METASYNC_PROCESS``) and the
-  correlation fields bound with :func:`bind` in the current context (thread / task): ``cid`` and,
-  where known, ``frame_id``, ``task_id``, ``batch_id``, ``frame_ids``. A frame is ``frame-<id>``
-  from the moment ingest stores it; ``process_birth`` logs under the same cid plus its task id;
-  a push batch logs ``batch-<id>`` and the frame ids whose changes it carried.
-- :class:`RedactFilter` replaces secrets with ``***`` in the message, its arguments, extra fields
-  and tracebacks: the value of every secret setting (``metasync.env.REGISTRY``, ``secret=True``),
-  passwords inside URLs, values registered at run time (:func:`register_secret`), and anything
-  that looks like ``password=…``, ``"sessionToken": "…"``, ``user:…@host`` or ``Authorization: Bearer …``.
-- :class:`JsonFormatter` (python-json-logger) and :class:`PlainFormatter` (``LOG_FORMAT=plain``,
-  for humans at a terminal).
-- :class:`RotatingFileHandler`: size-based rotation that stays correct when several processes
-  (Celery's prefork children) write the same file.
+``settings.LOGGING`` puts the filters and formatters below on every handler, so they apply to every
+logger, third-party ones included: :class:`ContextFilter` stamps the process name and the fields
+bound with :func:`bind`, :class:`RedactFilter` replaces secrets with ``***``, :class:`JsonFormatter`
+or :class:`PlainFormatter` writes the line, :class:`RotatingFileHandler` rotates a file several
+processes share. The fields, the correlation ids and what is redacted: docs/metrics.md, "Logs".
 """
 
 from __future__ import annotations

@@ -2,17 +2,9 @@
 
 The metrics themselves live with the stage they describe (``ingest/metrics.py``,
 ``ingest/tasks.py``, ``cdcsync/metrics.py``, ``canary/metrics.py``); docs/metrics.md lists them.
-
-**Celery prefork workers.** ``metasync/celery.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` to a fresh
-directory before prometheus_client is imported, so every process of the worker (main and
-pool children, which inherit the variable) keeps its values in mmap files named by its pid.
-The main process serves the aggregate on ``WORKER_METRICS_PORT``: counters and histograms are
-summed over all files, including those of children that exited (their work still counts);
-gauges follow their ``multiprocess_mode``. When a child exits, its ``live*`` gauge files are
-removed (``mark_process_dead``) — in the child itself on a clean exit, and by a sweep at every
-scrape for children that were killed — as are its per-pid ``all`` gauges, which would
-otherwise be reported forever. The HTTP server runs in a thread of the main process; a child
-forked later inherits its listening socket and closes it at once.
+A prefork worker's main process serves the aggregate of its pool processes' mmap files (the
+directory is set by :mod:`metasync.celery`) and drops the gauge files of children that are gone:
+docs/metrics.md, "Celery workers: one endpoint for the whole prefork pool".
 """
 
 from __future__ import annotations

@@ -1,31 +1,10 @@
 """Watchdogs: the conditions of ``ops/prometheus/alerts.yml`` checked in-process.
 
-Beat runs :func:`monitoring.tasks.watchdogs` every minute. :func:`run_checks` reads the database,
-the replication slot and Redis and returns one :class:`CheckResult` per condition;
-:func:`report` logs each problem (WARNING), counts it in ``metasync_watchdog_alerts_total{check}``
-and publishes one JSON event per run — problems or not, so the plant monitoring side also sees
-recoveries and notices when the events stop — to the plain MQTT topic ``WATCHDOG_TOPIC``
-(QoS 1, not retained). Publishing never raises: a broker that is down is logged, and the run's
-problems are still logged and counted.
-
-Checks (names are the ``check`` label and the ``check`` field of the event):
-
-- ``ingest_silent``     newest ledger frame older than WATCHDOG_INGEST_SILENT_SECONDS
-- ``decode_failures``   >= WATCHDOG_DECODE_FAILURES rejected frames received in the last
-                        WATCHDOG_DECODE_WINDOW_SECONDS
-- ``canary_failures``   >= WATCHDOG_CANARY_FAILED_BATCHES push batches ended failed or rejected in
-                        the last WATCHDOG_CANARY_WINDOW_SECONDS
-- ``circuit_open``      the Canary breaker not closed for WATCHDOG_CIRCUIT_OPEN_SECONDS
-- ``slot_present``      the replication slot CDC_SLOT exists and its WAL is not lost
-- ``slot_retained_wal`` it retains at most WATCHDOG_SLOT_RETAINED_BYTES of WAL (5 GiB)
-- ``slot_stalled``      WAL waits for it, but its confirmed position has not moved for
-                        WATCHDOG_SLOT_STALLED_SECONDS (1 h)
-- ``backlog_age``       oldest pending change older than CDC_DEBOUNCE_MAX_SECONDS +
-                        WATCHDOG_BACKLOG_MARGIN_SECONDS
-
-"Not closed since" and "slot position unchanged since" need memory across runs (a failing
-half-open probe re-opens the circuit, resetting pybreaker's ``opened_at``): it is kept in Redis,
-so runs on different workers agree.
+Beat runs :func:`monitoring.tasks.watchdogs` every minute. :func:`run_checks` returns one
+:class:`CheckResult` per name in :data:`CHECKS`; :func:`report` logs and counts each problem and
+publishes one JSON event per run, problems or not, on ``WATCHDOG_TOPIC`` (publishing never raises).
+How long the circuit has been open and the slot has stood still is remembered in Redis, so runs on
+different workers agree. Each check's condition and threshold: docs/metrics.md, "Watchdogs".
 """
 
 from __future__ import annotations

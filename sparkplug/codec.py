@@ -1,22 +1,10 @@
 """Sparkplug B payload decoding for BIRTH metadata, plus the encoder used by tests and tools.
 
-Decoding is built for production births (~100,000 metrics x 10 properties, tens of MB) and must
-stream: a 1,000,000-metric payload is never materialised as one ``Payload`` message.
-
-* The top level of the ``Payload`` is walked at wire level in Python (a handful of fields plus
-  one length-delimited field per metric), so :func:`iter_metrics` holds one metric at a time.
-* Each metric slice is parsed by upb (the C protobuf runtime) into a *bytes view* of the schema:
-  a message with the same field numbers as ``Payload.Metric`` in which every string is ``bytes``,
-  ``metadata``/``properties`` are raw ``bytes`` and the value oneof is left out. That is about
-  twice as fast as walking the metric's fields in Python (per-metric work for 100k
-  production-shaped metrics: 0.13 s vs 0.25 s), leaves the property set unparsed until it is
-  needed, and lets us validate UTF-8 ourselves (upb accepts invalid UTF-8 in proto2 strings and
-  then hands back ``bytes`` instead of ``str`` for that field).
-* :func:`decode_properties` parses a property set with the same bytes view and converts every
-  value by its declared Sparkplug type.
-
-Every malformed input raises :class:`DecodeError` (a ``ValueError``) saying where it broke.
-Metric numbers in messages (``metric #12``) are 0-based positions in the payload.
+Decoding streams: the top level of a ``Payload`` is walked at wire level (:func:`iter_metrics`
+holds one metric at a time), each metric is parsed by upb into a *bytes view* of the schema
+(strings as ``bytes``, properties left raw until :func:`decode_properties`), and UTF-8 is checked
+here because upb does not. Every malformed input raises :class:`DecodeError` saying where; metric
+numbers in messages are 0-based. Why, with measurements: docs/sparkplug.md, "How the decoder streams".
 """
 
 from __future__ import annotations
@@ -90,7 +78,7 @@ class RawMetric:
 
 
 # --------------------------------------------------------------------------------------------
-# Bytes view of the schema (see module docstring)
+# Bytes view of the schema (docs/sparkplug.md, "How the decoder streams")
 
 _T = descriptor_pb2.FieldDescriptorProto
 _VIEW_PACKAGE = "metasync.sparkplug_view"

@@ -1,24 +1,10 @@
 """``healthcheck web|ingest|cdc|worker``: is the process in this container alive and working?
 
-For compose/Kubernetes healthchecks (exit 0 healthy, 1 not, with one line saying why). It asks
-the process itself over HTTP on 127.0.0.1, never the dependencies (that is ``/readyz``):
-
-- ``web``: ``GET /healthz`` answers 200.
-- ``ingest``: its metrics endpoint (``INGEST_METRICS_PORT``) answers and says
-  ``metasync_ingest_connected 1`` (connected to the broker).
-- ``cdc``: its metrics endpoint (``CDC_METRICS_PORT``) answers (a copy standing by is healthy).
-- ``worker``: its main process's metrics endpoint (``WORKER_METRICS_PORT``) answers.
-
-In every case, a ``metasync_<process>_heartbeat_timestamp_seconds`` gauge stamped by the main
-loop must be at most ``--max-age`` seconds old when it is set: the worker stamps it on each
-Celery event heartbeat (its event loop is turning).
-
-Why the metrics endpoint rather than a heartbeat file: it is served by the daemon itself, so an
-answer proves the process is alive and scheduling threads, and the gauges it serves prove the
-work side (broker connection, Celery's event loop). Nothing is written to disk (read-only root
-filesystems work) and nothing stale can be left behind by a previous container. The limit: the
-endpoint is a thread, so ingest's or cdc's main loop could hang unnoticed until they stamp a
-heartbeat gauge of their own (checked below as soon as they do).
+For compose/Kubernetes healthchecks: exit 0 healthy, 1 not, with one line saying why. It asks the
+process itself over HTTP on 127.0.0.1 (``/healthz`` for web, the metrics endpoint for the daemons),
+never the dependencies (that is ``/readyz``), and checks the freshness of a main-loop heartbeat
+gauge where the process exports one. What each process must answer, and why a metrics endpoint
+rather than a heartbeat file: docs/metrics.md, "Health".
 """
 
 from __future__ import annotations
