@@ -1,4 +1,4 @@
-"""Apply one decoded DBIRTH to the catalog: ``apply_birth`` (docs/architecture.md, "Applying a birth").
+"""Apply one decoded DBIRTH to the catalog: ``apply_birth`` (docs/architecture.md, "Key decisions").
 
 The caller (the ledger, :mod:`ingest.processing`) owns the transaction; everything here is
 set-based and bounded in memory: value-free fingerprints make an unchanged metric cost nothing,

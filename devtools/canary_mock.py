@@ -819,7 +819,7 @@ class CanaryMock:
         if (verb, name) not in routes:
             known = {n for _, n in routes}
             return _json(405 if name in known else 404, {"error": f"{verb} /_mock/{name} is not a control endpoint; "
-                                                                  "see canary/mock.py"})
+                                                                  "see docs/canary-api.md, The Canary mock"})
         try:
             if name == "faults" and verb == "POST":
                 changes = json.loads(body.decode("utf-8") or "{}", parse_constant=_reject_constant)

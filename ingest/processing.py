@@ -3,7 +3,7 @@
 Called by the ``process_birth`` task and by ``replay_birth``: one code path. One transaction per
 frame: the catalog's writes and the frame's final status commit together, and births of one
 device are serialized by an advisory lock, so duplicate deliveries, retries and concurrent
-workers apply a frame at most once (docs/architecture.md, "Applying a birth").
+workers apply a frame at most once (docs/architecture.md, "Key decisions").
 """
 
 from __future__ import annotations

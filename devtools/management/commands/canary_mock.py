@@ -1,4 +1,4 @@
-"""``canary_mock``: serve the contract-faithful Canary fake (:mod:`canary.mock`) until SIGTERM/SIGINT.
+"""``canary_mock``: serve the contract-faithful Canary fake (:mod:`devtools.canary_mock`) until SIGTERM/SIGINT.
 
 For dev, the demo, tests and benchmarks — never production. The Write API is under ``/api/v1/``, the
 Views read-back under ``/api/v2/``, the control API (faults, state, stats, transcript) under
