@@ -255,6 +255,8 @@ CDC_MAX_CHANGES = env.integer("CDC_MAX_CHANGES", 100000, minimum=100)
 CDC_METRICS_PORT = env.integer("CDC_METRICS_PORT", 9102, minimum=0)
 # statement_timeout of the statement that marks a poll's changes pending.
 CDC_STATEMENT_TIMEOUT_SECONDS = env.number("CDC_STATEMENT_TIMEOUT_SECONDS", 120, minimum=1)
+# logical_decoding_work_mem of the consumer's session: what a big transaction decodes in before spilling.
+CDC_DECODING_WORK_MEM_MB = env.integer("CDC_DECODING_WORK_MEM_MB", 512, minimum=64)
 if CDC_DEBOUNCE_MAX_SECONDS < CDC_DEBOUNCE_SECONDS:
     raise ConfigError("CDC_DEBOUNCE_MAX_SECONDS", "must be >= CDC_DEBOUNCE_SECONDS")
 

@@ -411,15 +411,15 @@ def test_slot_helpers_report_publication_and_slot_state(admin, slot, scratch):
     a, b, pub = scratch["a"], scratch["b"], scratch["pub"]
     admin.execute(f"ALTER PUBLICATION {pub} SET (publish = 'insert, update')")
     admin.execute(f"ALTER TABLE public.{a} REPLICA IDENTITY NOTHING")
-    admin.execute(f"ALTER PUBLICATION {pub} SET TABLE public.{a}, public.{b} (id) WHERE (id > 10)")
+    admin.execute(f"ALTER PUBLICATION {pub} SET TABLE public.{a}, public.{b} (a_id) WHERE (a_id > 10)")
     problems = slots.verify_publication(admin, pub, [f"public.{a}", f"public.{b}", "public.t_pgo_nope"])
     assert problems == [
         f"publication '{pub}' does not publish delete",
         f"publication '{pub}' does not publish truncate",
         f"publication '{pub}' does not include public.t_pgo_nope",
         f"public.{a} has REPLICA IDENTITY NOTHING: its updates and deletes cannot be published",
-        f"publication '{pub}' filters rows of public.{b} (WHERE (id > 10)): changes would be missed",
-        f"publication '{pub}' leaves out columns of public.{b}: a_id",
+        f"publication '{pub}' filters rows of public.{b} (WHERE (a_id > 10)): changes would be missed",
+        f"publication '{pub}' leaves out key columns of public.{b}: id",
         "table public.t_pgo_nope does not exist",
     ]
     assert slots.slot_status(admin, "t_pgo_no_such_slot") is None
