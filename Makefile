@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 DEVSTACK := $(PY) scripts/devstack
 LOGS := .devstack/logs
 
-.PHONY: help venv tools devstack migrate test demo up down status bench bench-ingest lint proto clean
+.PHONY: help venv tools devstack migrate test demo up down status bench bench-ingest bench-sync bench-scale lint proto clean
 
 help:
 	@echo "make demo          start everything locally and show it (Ctrl-C stops)"
@@ -80,13 +80,19 @@ status: venv
 	$(DEVSTACK) status
 	-$(PY) scripts/demo --status
 
-bench: bench-ingest bench-sync
+bench: bench-ingest bench-sync bench-scale
 
 bench-ingest: migrate
 	$(PY) bench/ingest.py
 
 bench-sync: migrate
 	$(PY) bench/sync.py
+
+# A new private stack of its own (fresh tables), the demo's processes, back-to-back 100k births.
+# BASELINE=DIR also runs the same births through another checkout (e.g. a git worktree of main).
+bench-scale: venv
+	$(PY) bench/scale.py
+	$(if $(BASELINE),$(PY) bench/scale.py --tree $(BASELINE) --result scale-baseline)
 
 clean: down
 	rm -rf .devstack
