@@ -8,6 +8,7 @@ and metrics stream in chunks of ``BIRTH_CHUNK_METRICS``.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -108,7 +109,15 @@ def apply_birth(topic: Topic, payload: bytes | bytearray | memoryview, *, change
     if topic.device is None:
         raise Rejected(f"not a device birth: {topic.group_id}/{topic.edge}")
     locks.xact_lock(connection.connection, locks.device_key(topic.group_id, topic.edge, topic.device))
-    return BirthApplier(topic, changed_by, dry_run=dry_run).run(payload)
+    # The decoded metrics and properties are millions of short-lived, acyclic objects: the cyclic
+    # collector would only walk them again and again (reference counting frees them).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return BirthApplier(topic, changed_by, dry_run=dry_run).run(payload)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _chunks(items: Iterable[RawMetric], size: int) -> Iterator[list[RawMetric]]:
