@@ -44,12 +44,14 @@ class PropertyMapping(models.Model):
 
 
 class SyncState(models.Model):
-    """What Canary last acknowledged for a metric: its tag and mapped properties."""
+    """What Canary last acknowledged for a metric: its tag and mapped properties. A key sent by a
+    batch that then failed or was refused holds ``{"unconfirmed": batch id}`` (Canary may have
+    applied it); ``acked_at`` is NULL while nothing under this tag was ever acknowledged."""
 
     metric_id = models.BigIntegerField(primary_key=True)
     canary_id = models.TextField()
-    properties = models.JSONField(default=dict)  # canary name -> value as sent
-    acked_at = models.DateTimeField(db_default=Now())
+    properties = models.JSONField(default=dict)  # canary name -> value as sent (or the unconfirmed marker)
+    acked_at = models.DateTimeField(null=True, db_default=Now())
     batch_id = models.BigIntegerField(null=True)
 
     class Meta:

@@ -252,8 +252,42 @@ def acknowledge(claims: list[tuple[int, int]]) -> list[int]:
     return acked
 
 
+UNCONFIRM_SQL = """
+WITH target AS (
+    SELECT e.key::bigint AS metric_id, e.value ->> 'canary_id' AS canary_id, e.value -> 'properties' AS properties,
+           b.id AS batch_id, jsonb_build_object('unconfirmed', b.id) AS marker
+      FROM uns_meta.canary_push_batches b, jsonb_each(b.targets) AS e
+     WHERE b.id = ANY(%(ids)s::bigint[])
+), same_tag AS (  -- the keys the batch sent (value differs from the acknowledged one, or removed) are unconfirmed
+    UPDATE uns_meta.canary_sync_state s
+       SET batch_id = t.batch_id,
+           properties = (SELECT coalesce(jsonb_object_agg(k, CASE WHEN (s.properties -> k)::text
+                                                                       = (t.properties -> k)::text
+                                                                  THEN s.properties -> k ELSE t.marker END), '{}')
+                           FROM (SELECT jsonb_object_keys(s.properties) UNION SELECT jsonb_object_keys(t.properties))
+                                AS keys(k))
+      FROM target t
+     WHERE s.metric_id = t.metric_id AND s.canary_id = t.canary_id
+    RETURNING s.metric_id
+)  -- never acknowledged under this tag: every key the batch sent is unconfirmed, nothing acknowledged
+INSERT INTO uns_meta.canary_sync_state AS s (metric_id, canary_id, properties, acked_at, batch_id)
+SELECT t.metric_id, t.canary_id, (SELECT coalesce(jsonb_object_agg(k, t.marker), '{}')
+                                    FROM jsonb_object_keys(t.properties) AS k), NULL, t.batch_id
+  FROM target t
+ WHERE t.metric_id NOT IN (SELECT metric_id FROM same_tag)
+ON CONFLICT (metric_id) DO UPDATE SET canary_id = EXCLUDED.canary_id, properties = EXCLUDED.properties,
+                                      acked_at = NULL, batch_id = EXCLUDED.batch_id
+"""
+"""A batch that ended without ``Good`` may still have been applied (its answer lost to a timeout or
+a killed worker; Canary may keep part of a refused request): the sync state must not go on saying
+Canary holds the acknowledged values. The keys the batch sent become ``{"unconfirmed": batch id}``,
+which equals no property value, so the next diff sends them again, or their removal
+(docs/architecture.md, "Push and acknowledgement")."""
+
+
 def give_back(claims: list[tuple[int, int, str]], status: str, *, delay: float) -> list[int]:
-    """End batches unsuccessfully: their metrics return to pending, due after ``delay``."""
+    """End batches unsuccessfully: what they sent is unconfirmed (``UNCONFIRM_SQL``), their metrics
+    return to pending, due after ``delay``."""
     with _bounded(), connection.cursor() as cur:
         cur.execute(
             "UPDATE uns_meta.canary_push_batches b SET status = %s, error = left(c.error, 5000)"
@@ -261,6 +295,7 @@ def give_back(claims: list[tuple[int, int, str]], status: str, *, delay: float) 
             " WHERE b.id = c.id AND b.attempts = c.attempts AND b.status = 'sending' RETURNING b.id",
             [status, [b for b, _, _ in claims], [a for _, a, _ in claims], [w for _, _, w in claims]])
         ended = sorted(r[0] for r in cur.fetchall())
+        cur.execute(UNCONFIRM_SQL, {"ids": ended})
         cur.execute("DELETE FROM uns_meta.canary_inflight WHERE batch_id = ANY(%s) RETURNING metric_id", [ended])
         metric_ids = [r[0] for r in cur.fetchall()]
         mark_now(metric_ids, reason=f"batch {status}", delay=delay)
@@ -370,6 +405,7 @@ def refuse(claims: list[tuple[int, int, str]]) -> Refused:
         if single:
             cur.execute(QUARANTINE_SQL, {"ids": single, "errors": [why[b] for b in single]})
             held = cur.fetchall()
+            cur.execute(UNCONFIRM_SQL, {"ids": sorted({b for b, _, _ in held})})
             out.rejected = single
             out.quarantined = [c for _, _, c in held]
     if out.split:

@@ -268,8 +268,8 @@ def quiet_problem(stack: Stack, flow: BirthFlow, group: str, lsn: list[str | Non
         return f"slot {stack.slot} has not confirmed {lsn[0]} yet"
     ids = group_metric_ids(group)
     pending, inflight = sql_row(
-        "SELECT (SELECT count(*) FROM uns_meta.sync_pending WHERE metric_id = ANY(%s)),"
-        " (SELECT count(*) FROM uns_meta.canary_inflight WHERE metric_id = ANY(%s))", [ids, ids])
+        "SELECT (SELECT count(*) FROM uns_meta.sync_pending WHERE metric_id = ANY(%s::bigint[])),"
+        " (SELECT count(*) FROM uns_meta.canary_inflight WHERE metric_id = ANY(%s::bigint[]))", [ids, ids])
     batches = sql_row("SELECT count(*) FROM uns_meta.canary_push_batches WHERE status IN ('queued', 'sending')")[0]
     if pending or inflight or batches:
         return f"{pending} metric(s) pending, {inflight} in flight, {batches} batch(es) queued or sending"

@@ -1,6 +1,7 @@
 -- Per-tag isolation: a refused batch of several tags is split into exactly two halves that carry
--- its tags; only a refused one-tag batch quarantines its metric. A quarantined metric whose sync
--- state equals its target is fine (its refused change was reverted: the next flush ends it).
+-- its tags; only a refused one-tag batch quarantines its metric. A quarantined metric whose
+-- change was reverted is fine (the next flush sends what the refusal left unconfirmed, and the
+-- acknowledgement ends the quarantine).
 -- (An in-flight row still held by a split batch is reported by verify_sync_queue.sql.)
 SELECT 'split batch without exactly two halves' AS check,
        format('batch %s (%s tags, %s halves)', p.id, p.tags, count(c.id)) AS detail

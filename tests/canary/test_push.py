@@ -9,11 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from births import birth, prod, receive, topic
+from births import birth, m, prod, receive, topic
 from canary import push, quarantine, sync
 from canary import tasks as canary_tasks
 from canary.effective import effective_targets
@@ -23,6 +23,7 @@ from catalog.models import Metric
 from cdcsync.pending import mark_now
 from monitoring import integrity
 from sparkplug.datatypes import DataType as T
+from stack import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("canary")]
 
@@ -73,6 +74,12 @@ def batches_of(n: int, settings, enqueue: push.Enqueue, tags_per_batch: int = 1)
 
 def _birth(n: int) -> bytes:
     return birth(*(prod(f"Area/Tag{i:03d}", alias=i + 1) for i in range(n)))
+
+
+def acknowledged(**lookups: object):
+    """Sync states of metrics Canary acknowledged (a failed or refused batch leaves unconfirmed
+    ones without ``acked_at``)."""
+    return SyncState.objects.filter(acked_at__isnull=False, **lookups)
 
 
 def pending_ids(ids: list[int]) -> set[int]:
@@ -145,7 +152,7 @@ def test_rejected_and_acked_batches_of_one_task_each_get_their_outcome(canary, s
     held = Quarantine.objects.get(metric_id=ids[1])
     assert (held.canary_id, held.reason, held.batch_id, held.attempts) == (refused, batch.error, rejected, 1)
     assert pending_ids(ids) == set()
-    assert not SyncState.objects.filter(metric_id=ids[1]).exists()
+    assert not acknowledged(metric_id=ids[1]).exists()
     assert not InFlight.objects.filter(metric_id__in=ids).exists()
 
 
@@ -164,7 +171,10 @@ def test_canary_unavailable_fails_the_batches_and_the_task_visibly(canary, setti
 
     assert set(PushBatch.objects.filter(id__in=batch_ids).values_list("status", flat=True)) == {"failed"}
     assert pending_ids(ids) == set(ids)
-    assert not SyncState.objects.filter(metric_id__in=ids).exists()
+    assert not acknowledged(metric_id__in=ids).exists()
+    assert {batch: all(value == {"unconfirmed": batch} for value in properties.values())
+            for batch, properties in SyncState.objects.filter(metric_id__in=ids).values_list("batch_id", "properties")
+            } == dict.fromkeys(batch_ids, True), "what the failed batches sent is unconfirmed"
     assert not InFlight.objects.filter(metric_id__in=ids).exists()
 
 
@@ -184,11 +194,11 @@ def test_a_claim_taken_over_after_its_lease_cannot_acknowledge(canary, settings,
     assert second == first + 1
 
     assert push.acknowledge([(batch_id, first)]) == []
-    assert not SyncState.objects.filter(metric_id__in=ids).exists()
+    assert not acknowledged(metric_id__in=ids).exists()
     assert InFlight.objects.filter(batch_id=batch_id).exists()
     assert push.give_back([(batch_id, first, "late")], "failed", delay=0) == []
     assert push.acknowledge([(batch_id, second)]) == [batch_id]
-    assert SyncState.objects.filter(metric_id=ids[0]).exists()
+    assert acknowledged(metric_id=ids[0]).exists()
 
 
 def test_batches_not_started_before_the_claim_could_expire_go_back_to_queued(canary, settings, enqueued,
@@ -337,8 +347,8 @@ def test_one_refused_tag_of_a_hundred_is_quarantined_and_the_other_99_arrive(can
     delivered = canary.state()["tags"]
     assert refused not in delivered
     assert delivered == {t.canary_id: t.properties for mid, t in targets.items() if mid != refused_id}
-    assert SyncState.objects.filter(metric_id__in=ids).count() == 99
-    assert not SyncState.objects.filter(metric_id=refused_id).exists()
+    assert acknowledged(metric_id__in=ids).count() == 99
+    assert not acknowledged(metric_id=refused_id).exists()
 
     held = Quarantine.objects.get()
     assert (held.metric_id, held.canary_id, held.attempts) == (refused_id, refused, 1)
@@ -374,7 +384,7 @@ def test_a_quarantined_tag_is_retried_when_its_metadata_changes(canary, settings
     canary.set_faults(tag_errors=[refused])
     drain(enqueued)
     first = Quarantine.objects.get(metric_id=ids[2])
-    assert SyncState.objects.filter(metric_id__in=ids).count() == 3
+    assert acknowledged(metric_id__in=ids).count() == 3
 
     receive(t, birth(*(prod(f"Area/Q{i}", alias=i + 1, engUnit=(T.String, "kg")) for i in range(4))))
     mark_now([ids[2]], reason="cdc")  # what cdc_consume does for the change
@@ -408,7 +418,7 @@ def test_push_again_releases_quarantined_tags_and_their_acknowledgement_ends_it(
     assert sync.flush_once(enqueued)[0] == 1
     drain(enqueued)
     assert list(Quarantine.objects.values_list("metric_id", flat=True)) == [ids[1]]
-    assert SyncState.objects.filter(metric_id=ids[0]).exists()
+    assert acknowledged(metric_id=ids[0]).exists()
     assert canary.properties(refused[0]) == effective_targets([ids[0]])[ids[0]].properties
 
 
@@ -425,7 +435,7 @@ def test_two_refused_tags_are_each_quarantined_and_named_by_the_failed_task(cana
     assert messages and all("quarantined" in m and "injected error" in m for m in messages)
     assert sorted(c for c in refused for m in messages if f"quarantined: {c}" in m or f", {c}" in m) == refused
     assert sorted(Quarantine.objects.values_list("canary_id", flat=True)) == refused
-    assert SyncState.objects.filter(metric_id__in=ids).count() == 6
+    assert acknowledged(metric_id__in=ids).count() == 6
     assert not InFlight.objects.filter(metric_id__in=ids).exists() and pending_ids(ids) == set()
 
 
@@ -475,8 +485,9 @@ def test_a_refused_session_fails_the_batch_without_splitting_it(canary, settings
 
 
 def test_a_metric_with_nothing_left_to_send_leaves_the_quarantine(canary, settings, enqueued):
-    """TC-43: a refused change that is reverted: the next flush finds nothing to send for the metric
-    (Canary holds what it should) and ends its quarantine."""
+    """TC-43: a refused change that is reverted is sent again (Canary may have kept part of the
+    refused request) and its acknowledgement ends the quarantine; a quarantined metric that is
+    then retired has nothing left to send, and the flush ends its quarantine."""
     t = topic()
     ids = device_metrics(receive(t, birth(prod("Area/R", alias=1))).device_id)
     mark_now(ids, reason="test")
@@ -485,13 +496,30 @@ def test_a_metric_with_nothing_left_to_send_leaves_the_quarantine(canary, settin
     receive(t, birth(prod("Area/R", alias=1, engUnit=(T.String, "bar"))))
     mark_now(ids, reason="cdc")
     sync.flush_once(enqueued)
-    canary.set_faults(tag_errors=[Metric.objects.get(id=ids[0]).canary_id])
+    tag = Metric.objects.get(id=ids[0]).canary_id
+    canary.set_faults(tag_errors=[tag])
     drain(enqueued)
     assert Quarantine.objects.filter(metric_id=ids[0]).exists()
 
     receive(t, birth(prod("Area/R", alias=1)))  # reverted
     mark_now(ids, reason="cdc")
-    assert sync.flush_once(enqueued) == (1, [])
+    canary.set_faults()
+    _, batch_ids = sync.flush_once(enqueued)  # Canary may have kept part of what it refused: sent again
+    assert [row[:1] + row[2:3] for b in batch_ids for row in json.loads(PushBatch.objects.get(id=b).body)[tag]] == [
+        ["engUnit", ""]]
+    drain(enqueued)
+    assert not Quarantine.objects.filter(metric_id=ids[0]).exists()
+
+    receive(t, birth(prod("Area/R", alias=1, engUnit=(T.String, "baz"))))  # refused again, then retired
+    mark_now(ids, reason="cdc")
+    sync.flush_once(enqueued)
+    canary.set_faults(tag_errors=[tag])
+    drain(enqueued)
+    assert Quarantine.objects.filter(metric_id=ids[0]).exists()
+    receive(t, birth(prod("Area/Other", alias=2)))
+    assert Metric.objects.get(id=ids[0]).retired_at is not None
+    mark_now(ids, reason="cdc")
+    assert sync.flush_once(enqueued) == (1, []), "a retired metric: Canary keeps what it has"
     assert not Quarantine.objects.exists()
 
 
@@ -510,3 +538,86 @@ def test_the_flush_has_a_queue_of_its_own_that_births_workers_do_not_consume(set
     queues = {name: svc["command"][svc["command"].index("-Q") + 1].split(",")
               for name, svc in compose.items() if "-Q" in (svc.get("command") or [])}
     assert "sync" in queues["canary-worker"] and "sync" not in queues["worker"], queues
+
+
+
+def _lost_answer(canary, settings, enqueued, batch_ids: list[int]) -> None:
+    """Push ``batch_ids`` while Canary takes each request but its answer never arrives (the client
+    times out), then let the hung requests through: the batches failed, yet Canary applied them."""
+    settings.CANARY_ATTEMPTS = 1
+    settings.CANARY_TIMEOUT_SECONDS = 0.3
+    push._thread_client().store_properties({})  # the session exists: only storeData will hang
+    canary.set_faults(hang_seconds=30)
+    outcome = push.push_batches(batch_ids, enqueued)
+    assert sorted(outcome.failed) == sorted(batch_ids), outcome
+    stored = canary.stats()["store_requests_stored"]
+    canary.set_faults()  # cuts the hangs short: the mock now stores what it was sent
+    wait_for(lambda: canary.stats()["store_requests_stored"] == stored + len(batch_ids), 5,
+             "Canary to apply the batches whose answers were lost")
+
+
+def _rows(batch_id: int, tag: str) -> list[tuple[str, object]]:
+    return [(name, value) for name, _, value, _ in json.loads(PushBatch.objects.get(id=batch_id).body)[tag]]
+
+
+def test_a_failed_batch_that_canary_applied_anyway_is_not_trusted_to_be_absent(canary, settings, enqueued):
+    """A batch whose answer was lost (a timeout, a killed worker) may have been applied: the keys
+    it sent become unconfirmed in the sync state, so a change back to the acknowledged value is
+    sent again and Canary ends equal to the catalog (it used to keep the failed batch's value)."""
+    kiln = topic()
+    (metric_id,) = ids = device_metrics(receive(kiln, birth(prod("Area/Kiln", alias=1, engHigh=(T.Double, 480.0))))
+                                        .device_id)
+    mark_now(ids, reason="test")
+    _, batch_ids = sync.flush_once(enqueued)
+    assert push.push_batches(batch_ids, enqueued).acked == batch_ids
+    tag = SyncState.objects.get(metric_id=metric_id).canary_id
+
+    receive(kiln, birth(prod("Area/Kiln", alias=1, engHigh=(T.Double, 520.0))))
+    mark_now(ids, reason="test")
+    _, (lost,) = sync.flush_once(enqueued)
+    _lost_answer(canary, settings, enqueued, [lost])
+    assert canary.properties(tag)["engHigh"] == 520.0
+    state = SyncState.objects.get(metric_id=metric_id)
+    assert state.properties["engHigh"] == {"unconfirmed": lost}
+    assert state.properties["engLow"] == 0.0, "what the batch did not send stays acknowledged"
+    assert pending_ids(ids) == set(ids)
+    assert integrity.run(["sync_queue"]) == []
+    with transaction.atomic():  # were it not pending again, verification would say so
+        with connection.cursor() as cur:
+            cur.execute("DELETE FROM uns_meta.sync_pending WHERE metric_id = %s", [metric_id])
+        assert [v.detail for v in integrity.run(["sync_queue"])] == [f"metric {metric_id} ({tag}) batch {lost}"]
+        transaction.set_rollback(True)
+
+    receive(kiln, birth(prod("Area/Kiln", alias=1, engHigh=(T.Double, 480.0))))  # back to the acknowledged value
+    mark_now(ids, reason="test")
+    _, batch_ids = sync.flush_once(enqueued)
+    assert [_rows(b, tag) for b in batch_ids] == [[("engHigh", 480.0)]], "Canary may hold 520: sent again"
+    assert push.push_batches(batch_ids, enqueued).acked == batch_ids
+    assert canary.properties(tag)["engHigh"] == 480.0
+    assert SyncState.objects.get(metric_id=metric_id).properties == canary.properties(tag)
+
+
+def test_a_first_batch_that_failed_leaves_its_keys_to_be_removed_later(canary, settings, enqueued):
+    """A metric never acknowledged whose first batch failed after Canary applied it: a property
+    that then leaves the catalog is still removed in Canary (the failed batch's keys are kept as
+    unconfirmed, with no acknowledgement time)."""
+    mill = topic()
+    (metric_id,) = ids = device_metrics(receive(mill, birth(m("Area/Mill", T.Double, alias=1, value=1.0,
+                                                              engUnit=(T.String, "t/h"), engHigh=(T.Double, 9.0))))
+                                        .device_id)
+    mark_now(ids, reason="test")
+    _, (lost,) = sync.flush_once(enqueued)
+    _lost_answer(canary, settings, enqueued, [lost])
+    state = SyncState.objects.get(metric_id=metric_id)
+    assert state.acked_at is None and state.properties
+    assert all(value == {"unconfirmed": lost} for value in state.properties.values())
+    assert canary.properties(state.canary_id)["engUnit"] == "t/h"
+
+    receive(mill, birth(m("Area/Mill", T.Double, alias=1, value=1.0, engHigh=(T.Double, 9.0))))  # no engUnit now
+    mark_now(ids, reason="test")
+    _, batch_ids = sync.flush_once(enqueued)
+    assert ("engUnit", None) in _rows(batch_ids[0], state.canary_id)
+    assert push.push_batches(batch_ids, enqueued).acked == batch_ids
+    assert "engUnit" not in canary.properties(state.canary_id)
+    state.refresh_from_db()
+    assert state.acked_at is not None and state.properties == canary.properties(state.canary_id)

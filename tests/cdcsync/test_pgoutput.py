@@ -75,6 +75,19 @@ def slot(admin: psycopg.Connection) -> Iterator[str]:
 
 
 @pytest.fixture
+def full_pub(admin: psycopg.Connection) -> Iterator[str]:
+    """A publication of every column of both catalog tables. uns_meta_pub carries only the key
+    columns (docs/cdc.md, "Decoding speed"); the decoder must still read whole rows, enum Types and
+    unchanged TOASTed values."""
+    name = f"t_pgo_full_{secrets.token_hex(4)}"
+    admin.execute(f"CREATE PUBLICATION {name} FOR TABLE uns_meta.metrics, uns_meta.metric_properties")
+    try:
+        yield name
+    finally:
+        admin.execute(f"DROP PUBLICATION IF EXISTS {name}")
+
+
+@pytest.fixture
 def scratch(admin: psycopg.Connection) -> Iterator[dict[str, str]]:
     """Two scratch tables (b references a) in their own publication; dropped afterwards."""
     tag = secrets.token_hex(4)
@@ -141,7 +154,7 @@ def kinds(messages: list[tuple[str, object]]) -> str:
 
 
 @real_wal
-def test_insert_update_delete_on_both_tables_decode_in_commit_order(admin, slot):
+def test_insert_update_delete_on_both_tables_decode_in_commit_order(admin, slot, full_pub):
     """docs/cdc.md: Begin/Relation/Insert/Update/Delete/Commit from real WAL, per transaction; the
     metric id of every row change of `metrics` and `metric_properties` comes out of the fast path
     (Delete: from the key tuple) and equals the full decode."""
@@ -159,7 +172,7 @@ def test_insert_update_delete_on_both_tables_decode_in_commit_order(admin, slot)
     xid3, _ = in_transaction(
         admin, ("DELETE FROM uns_meta.metric_properties WHERE metric_id = %s AND key = 'engUnit'", (m2,)))
 
-    rows = slots.peek(admin, slot, PUBLICATION, upto_nchanges=None)
+    rows = slots.peek(admin, slot, full_pub, upto_nchanges=None)
     relations = RelationCache()
     groups = by_xid(decode_rows(rows, relations))
     assert list(groups) == [xid1, xid1b, xid2, xid3], "only our four transactions, in commit order"
@@ -204,6 +217,15 @@ def test_insert_update_delete_on_both_tables_decode_in_commit_order(admin, slot)
     deleted = tuple_as_dict(props_rel, delete.old)
     assert {k: v for k, v in deleted.items() if v is not None} == {"metric_id": str(m2), "key": "engUnit"}
 
+    # The production publication: the same transactions, only key columns (no enum Type to send),
+    # and the same metric ids from the fast path.
+    keyed_rows = slots.peek(admin, slot, PUBLICATION, upto_nchanges=None)
+    keyed = RelationCache()
+    keyed_groups = by_xid(decode_rows(keyed_rows, keyed))
+    assert [kinds(keyed_groups[x]) for x in (xid1, xid1b, xid2, xid3)] == ["BRIIC", "BRIIIIC", "BUUC", "BDC"]
+    assert set(keyed.get(keyed_groups[xid1b][1][1].relid).column_names) == {"metric_id", "key"}
+    assert [metric_ids_of(raw, keyed) for _, _, raw in keyed_rows if raw[:1] in (b"I", b"U", b"D")] == fast
+
 
 @real_wal
 def test_update_moving_a_property_to_another_metric_names_both_metrics(admin, slot):
@@ -232,7 +254,7 @@ def test_update_moving_a_property_to_another_metric_names_both_metrics(admin, sl
 
 
 @real_wal
-def test_unchanged_toast_value_is_marked_unchanged(admin, slot):
+def test_unchanged_toast_value_is_marked_unchanged(admin, slot, full_pub):
     """docs/cdc.md: an UPDATE that does not touch a large (TOASTed) string_value sends it as `u`
     (no data): the decoder yields UNCHANGED, and the metric id is still found past it."""
     device_id = new_device(admin)
@@ -242,7 +264,7 @@ def test_unchanged_toast_value_is_marked_unchanged(admin, slot):
     update_xid, _ = in_transaction(
         admin, ("UPDATE uns_meta.metric_properties SET sparkplug_type = 14 WHERE metric_id = %s", (metric_id,)))
 
-    rows = slots.peek(admin, slot, PUBLICATION, upto_nchanges=None)
+    rows = slots.peek(admin, slot, full_pub, upto_nchanges=None)
     relations = RelationCache()
     decoded = decode_rows(rows, relations)
     inserted = next(m for _, _, m in decoded if isinstance(m, Insert) and relations.get(m.relid).name
@@ -260,7 +282,7 @@ def test_unchanged_toast_value_is_marked_unchanged(admin, slot):
 
 
 @real_wal
-def test_peek_returns_whole_transactions_and_advance_skips_what_was_confirmed(admin, slot):
+def test_peek_returns_whole_transactions_and_advance_skips_what_was_confirmed(admin, slot, full_pub):
     """docs/cdc.md: `upto_nchanges` is checked at transaction boundaries (a 60-row transaction
     arrives whole with upto_nchanges=1); after advancing to a Commit's end LSN the next peek
     returns only later transactions (with Relation re-sent), advancing never moves backwards, and
@@ -272,17 +294,17 @@ def test_peek_returns_whole_transactions_and_advance_skips_what_was_confirmed(ad
         admin, ("UPDATE uns_meta.metric_properties SET double_value = -1 WHERE metric_id = %s AND key = 'k07'",
                 (metric_id,)))
 
-    first = slots.peek(admin, slot, PUBLICATION, upto_nchanges=1)
+    first = slots.peek(admin, slot, full_pub, upto_nchanges=1)
     assert {xid for _, xid, _ in first} == {metric_xid}, "only the first transaction"
-    everything = slots.peek(admin, slot, PUBLICATION, upto_nchanges=None)
-    assert list(slots.iter_peek(admin, slot, PUBLICATION, upto_nchanges=None, fetch_size=7)) == everything
+    everything = slots.peek(admin, slot, full_pub, upto_nchanges=None)
+    assert list(slots.iter_peek(admin, slot, full_pub, upto_nchanges=None, fetch_size=7)) == everything
     assert first == everything[:len(first)]
     commit_lsns = [lsn for lsn, _, data in everything if data[:1] == b"C"]
     assert len(commit_lsns) == 3
 
     # Confirm the first transaction: the next peek with a limit of one change is the whole big one.
     assert slots.advance(admin, slot, commit_lsns[0]) == commit_lsns[0]
-    big = slots.peek(admin, slot, PUBLICATION, upto_nchanges=1)
+    big = slots.peek(admin, slot, full_pub, upto_nchanges=1)
     assert {xid for _, xid, _ in big} == {big_xid}
     assert "".join(chr(d[0]) for _, _, d in big) == "BYR" + "I" * 60 + "C"
 
@@ -294,7 +316,7 @@ def test_peek_returns_whole_transactions_and_advance_skips_what_was_confirmed(ad
 
     assert slots.advance(admin, slot, big[-1][0]) == commit_lsns[1]
     assert slots.advance(admin, slot, commit_lsns[0]) == commit_lsns[1], "never backwards"
-    rest = slots.peek(admin, slot, PUBLICATION, upto_nchanges=None)
+    rest = slots.peek(admin, slot, full_pub, upto_nchanges=None)
     assert "".join(chr(d[0]) for _, _, d in rest) == "BYRUC", "new session: Type and Relation are re-sent"
     assert {xid for _, xid, _ in rest} == {small_xid}
     relations = RelationCache()
@@ -302,7 +324,7 @@ def test_peek_returns_whole_transactions_and_advance_skips_what_was_confirmed(ad
     assert metric_ids_of(rest[3][2], relations) == (metric_id,)
 
     slots.advance(admin, slot, rest[-1][0])
-    assert slots.peek(admin, slot, PUBLICATION, upto_nchanges=None) == []
+    assert slots.peek(admin, slot, full_pub, upto_nchanges=None) == []
     assert slots.slot_status(admin, slot)["confirmed_flush_lsn"] == commit_lsns[2]
 
 
