@@ -94,5 +94,10 @@ bench-scale: venv
 	$(PY) bench/scale.py
 	$(if $(BASELINE),$(PY) bench/scale.py --tree $(BASELINE) --result scale-baseline)
 
+# 10^6 generated metrics in a bench database: admin pages before/after (docs/admin-scale.md),
+# bulk correction and import dry-run (docs/steward-bulk.md).
+bench-admin: migrate
+	$(PY) bench/admin_bench.py
+
 clean: down
 	rm -rf .devstack

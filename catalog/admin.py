@@ -9,6 +9,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from catalog.admin_bulk import BulkAdminMixin
+from catalog.admin_scale import DeviceFilter, EstimatedCountPaginator, PlantFilter
 from catalog.models import (
     Device,
     Metric,
@@ -102,22 +104,11 @@ class RetiredFilter(admin.SimpleListFilter):
         return queryset
 
 
-class PlantFilter(admin.SimpleListFilter):
-    title = "plant"
-    parameter_name = "plant"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        plants = Metric.objects.exclude(plant=None).values_list("plant", flat=True).distinct().order_by("plant")
-        return [(p, p) for p in plants[:200] if p is not None]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(plant=self.value()) if self.value() else queryset
-
-
 @admin.register(Metric)
-class MetricAdmin(admin.ModelAdmin):
+class MetricAdmin(BulkAdminMixin, admin.ModelAdmin):
     list_display = ("uns_path", "datatype", "plant", "device", "alias", "retired_at", "updated_at")
-    list_filter = (PlantFilter, ("device", admin.RelatedOnlyFieldListFilter), "datatype", RetiredFilter)
+    list_filter = (PlantFilter, DeviceFilter, "datatype", RetiredFilter)
+    paginator = EstimatedCountPaginator  # docs/admin-scale.md
     search_fields = ("name", "uns_path", "canary_id")
     list_select_related = ("device",)
     show_full_result_count = False  # COUNT(*) over ~10^6 rows on every page is wasteful

@@ -12,9 +12,10 @@ named here so a reader knows they exist:
 
 from __future__ import annotations
 
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import F, Value
-from django.db.models.functions import Now, Replace
+from django.db.models.functions import Now, Replace, Upper
 
 from catalog.fields import PropertyTypeField, RealField
 from sparkplug.datatypes import DataType
@@ -95,6 +96,12 @@ class Metric(Timestamped):
             models.Index(fields=["canary_id"], name="metrics_canary_id_idx"),
             models.Index(fields=["device", "alias"], name="metrics_device_alias_idx"),
             models.Index(fields=["plant"], name="metrics_plant_idx"),
+            # The admin at 10^6 metrics (docs/admin-scale.md): the search's UPPER(x) LIKE UPPER('%s%')
+            # uses trigram indexes; the plant/device filters read their first page in path order.
+            *(GinIndex(OpClass(Upper(column), name="gin_trgm_ops"), name=f"metrics_{column}_trgm")
+              for column in ("uns_path", "name", "canary_id")),
+            models.Index(fields=["plant", "uns_path"], name="metrics_plant_path_idx"),
+            models.Index(fields=["device", "uns_path"], name="metrics_device_path_idx"),
         ]
         ordering = ["uns_path"]
 
@@ -223,3 +230,29 @@ class MetricPathLineage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.old_path} → {self.new_path}"
+
+
+class BulkChange(models.Model):
+    """One steward's correction of many metrics at once (docs/steward-bulk.md): who, when, why,
+    how many; each metric it changed also has its own version, whose change names this row."""
+
+    class Action(models.TextChoices):
+        SET = "set"
+        CLEAR = "clear"
+        IMPORT = "import"
+
+    action = models.CharField(max_length=16, choices=Action.choices)
+    key = models.TextField(blank=True, default="")  # empty for an import (many keys)
+    value = models.JSONField(null=True, blank=True)  # {"type": ..., "value": ...} of a set
+    selection = models.TextField(blank=True, default="")  # the filter, as the list's query string
+    why = models.TextField()
+    metrics = models.IntegerField(default=0)  # metrics whose overrides changed
+    changed_by = models.TextField()
+    changed_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = 'uns_meta"."bulk_changes'
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.key} on {self.metrics} metrics by {self.changed_by}"

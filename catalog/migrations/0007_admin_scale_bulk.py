@@ -1,0 +1,101 @@
+"""The steward's workbench at 10^6 metrics (docs/admin-scale.md): pg_trgm (a trusted extension, so
+the database owner may create it) and trigram indexes for the admin's substring search, indexes
+for the plant/device filters in path order; bulk changes, viewable by the "Data steward" group."""
+
+import django.contrib.postgres.indexes
+import django.db.models.functions.datetime
+import django.db.models.functions.text
+from django.contrib.auth.management import create_permissions
+from django.contrib.postgres.operations import TrigramExtension
+from django.db import migrations, models
+
+TRGM = ("uns_path", "name", "canary_id")
+
+
+def grant_view(apps, schema_editor):
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, verbosity=0)
+        app_config.models_module = None
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    view = Permission.objects.get(content_type__app_label="catalog", codename="view_bulkchange")
+    for group in Group.objects.filter(name="Data steward"):
+        group.permissions.add(view)
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("catalog", "0004_publication_key_columns"),
+    ]
+
+    operations = [
+        TrigramExtension(),
+        migrations.CreateModel(
+            name="BulkChange",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "action",
+                    models.CharField(choices=[("set", "Set"), ("clear", "Clear"), ("import", "Import")], max_length=16),
+                ),
+                ("key", models.TextField(blank=True, default="")),
+                ("value", models.JSONField(blank=True, null=True)),
+                ("selection", models.TextField(blank=True, default="")),
+                ("why", models.TextField()),
+                ("metrics", models.IntegerField(default=0)),
+                ("changed_by", models.TextField()),
+                (
+                    "changed_at",
+                    models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False),
+                ),
+            ],
+            options={
+                "db_table": 'uns_meta"."bulk_changes',
+                "ordering": ["-id"],
+            },
+        ),
+        # Django writes OpClass inside an extra pair of parentheses, which PostgreSQL refuses here.
+        migrations.RunSQL(
+            [f"CREATE INDEX metrics_{c}_trgm ON uns_meta.metrics USING gin (upper({c}) gin_trgm_ops)" for c in TRGM],
+            reverse_sql=[f"DROP INDEX uns_meta.metrics_{c}_trgm" for c in TRGM],
+            state_operations=[
+                migrations.AddIndex(
+                    model_name="metric",
+                    index=django.contrib.postgres.indexes.GinIndex(
+                        django.contrib.postgres.indexes.OpClass(
+                            django.db.models.functions.text.Upper("uns_path"), name="gin_trgm_ops"
+                        ),
+                        name="metrics_uns_path_trgm",
+                    ),
+                ),
+                migrations.AddIndex(
+                    model_name="metric",
+                    index=django.contrib.postgres.indexes.GinIndex(
+                        django.contrib.postgres.indexes.OpClass(
+                            django.db.models.functions.text.Upper("name"), name="gin_trgm_ops"
+                        ),
+                        name="metrics_name_trgm",
+                    ),
+                ),
+                migrations.AddIndex(
+                    model_name="metric",
+                    index=django.contrib.postgres.indexes.GinIndex(
+                        django.contrib.postgres.indexes.OpClass(
+                            django.db.models.functions.text.Upper("canary_id"), name="gin_trgm_ops"
+                        ),
+                        name="metrics_canary_id_trgm",
+                    ),
+                ),
+            ],
+        ),
+        migrations.AddIndex(
+            model_name="metric",
+            index=models.Index(fields=["plant", "uns_path"], name="metrics_plant_path_idx"),
+        ),
+        migrations.AddIndex(
+            model_name="metric",
+            index=models.Index(fields=["device", "uns_path"], name="metrics_device_path_idx"),
+        ),
+        migrations.RunPython(grant_view, migrations.RunPython.noop),
+    ]
