@@ -26,14 +26,31 @@ import argparse
 import contextlib
 import os
 import random
+import socket
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-from common import drop_bench_database, machine_facts, percentile, say, setup_django, use_bench_database, write_result  # noqa: E402, I001
+from common import (  # noqa: E402
+    Mock,
+    Procs,
+    celery,
+    drop_bench_database,
+    free_port,
+    machine_facts,
+    percentile,
+    say,
+    setup_django,
+    use_bench_database,
+    wait_for,
+    with_path,
+    worker_pong,
+    write_result,
+)
 
 DATABASE = "metasync_bench_admin"
 PLANTS, DEVICES, METRICS_PER_DEVICE = 10, 10, 10_000
@@ -46,6 +63,7 @@ NEW_INDEXES = {
     "metrics_canary_id_trgm": "USING gin (upper(canary_id) gin_trgm_ops)",
     "metrics_plant_path_idx": "(plant, uns_path)",
     "metrics_device_path_idx": "(device_id, uns_path)",
+    "metrics_device_plant_idx": "(device_id, plant)",
 }
 
 GENERATE = [
@@ -136,16 +154,25 @@ def met(current: dict) -> dict:
 
 
 def run(args: argparse.Namespace, result: dict) -> None:
+    say("generating the catalog …")
+    result["catalog"] = generate()
+    say(f"catalog: {result['catalog']}")
+    if args.pages:
+        pages_phase(args, result)
+    if args.bulk:
+        result["bulk"] = bulk_phase()
+    if args.import_rows:
+        result["import"] = import_phase(args.import_rows)
+
+
+def pages_phase(args: argparse.Namespace, result: dict) -> None:
     from django.contrib.auth.models import User
     from django.test import Client
     from django.test.utils import override_settings
 
-    say("generating the catalog …")
-    result["catalog"] = generate()
-    say(f"catalog: {result['catalog']}")
-    User.objects.create_superuser("bench", password="bench-admin-password-not-secret")
+    user = User.objects.create_superuser("bench", password="bench-admin-password-not-secret")
     client = Client()
-    client.force_login(User.objects.get(username="bench"))
+    client.force_login(user)
     rng = random.Random(11)
     with override_settings(ROOT_URLCONF="admin_sites", ALLOWED_HOSTS=["*"]):
         for name in NEW_INDEXES:
@@ -165,11 +192,126 @@ def run(args: argparse.Namespace, result: dict) -> None:
         result["met"] = met(result["current"])
 
 
+BULK_PLANT = "Plant03"  # one plant: DEVICES x METRICS_PER_DEVICE = 100,000 metrics
+REDIS_DB = 12
+API_TOKEN = "bench-admin-api-token-not-a-secret"
+
+
+def bulk_phase() -> dict:
+    """engUnit set on every metric of one plant, then delivered by the canary mock, beat and workers."""
+    from django.conf import settings
+
+    from catalog import bulk
+    from catalog.models import Metric
+    from metasync.celery import app as celery_app
+
+    redis_url = with_path(settings.REDIS_URL, f"/{REDIS_DB}")
+    os.environ["REDIS_URL"] = settings.REDIS_URL = settings.CELERY_BROKER_URL = redis_url
+    celery_app.conf.broker_url = redis_url
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    mock_port = free_port()
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-admin-"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CANARY_URL": f"http://127.0.0.1:{mock_port}/api/v1",
+           "CANARY_VIEWS_URL": f"http://127.0.0.1:{mock_port}/api/v2", "CANARY_API_TOKEN": API_TOKEN,
+           "CANARY_CLIENT_ID": "bench-admin", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    procs = Procs(log_dir, env)
+    mock = Mock(mock_port)
+    host = socket.gethostname()
+    out: dict = {"plant": BULK_PLANT}
+    try:
+        procs.start("canary-mock", [sys.executable, "manage.py", "canary_mock", "--port", str(mock_port),
+                                    "--api-token", API_TOKEN, "--limit-rps", "500", "--transcript-size", "0"])
+        node = f"bench-admin-canary@{host}"
+        worker = procs.start("canary-worker", celery("worker", "-Q", "canary,sync", "--concurrency", "2", "-n", node,
+                                                     "--without-mingle", "--without-gossip", "-l", "INFO"))
+        beat = procs.start("beat", celery("beat", "-S", "django_celery_beat.schedulers:DatabaseScheduler",
+                                          "--pidfile", str(log_dir / "beat.pid"), "-s", str(log_dir / "beat-schedule"),
+                                          "-l", "INFO"))
+        wait_for(mock.up, 60, "the canary mock")
+        wait_for(lambda: worker_pong(redis_url, node, worker), 120, "the canary worker")
+        wait_for(lambda: beat.check() or "Sending due task" in beat.text(), 60, "beat")
+        mock.post("reset", {})
+        selection = Metric.objects.filter(plant=BULK_PLANT)
+        say(f"bulk: engUnit = 'bar (bulk)' on every metric of {BULK_PLANT} …")
+        started = time.perf_counter()
+        change = bulk.apply_bulk(selection, "engUnit", bulk.parse_value("string", "bar (bulk)"), user="bench",
+                                 why="bench-admin", selection=f"plant={BULK_PLANT}")
+        applied = time.perf_counter()
+        out |= {"metrics": change.metrics, "apply_seconds": round(applied - started, 2)}
+        say(f"bulk: {change.metrics:,} metrics applied in {out['apply_seconds']} s; waiting for the mock …")
+
+        def delivered() -> bool:
+            procs.all[0].check()
+            return mock.stats()["tags"] >= change.metrics and not sql("SELECT 1 FROM uns_meta.sync_pending LIMIT 1")
+
+        wait_for(delivered, 600, "every tag in the mock", interval=0.5)
+        out["in_canary_seconds"] = round(time.perf_counter() - applied, 2)
+        held = mock.get("state")["tags"]
+        canary_ids = [row[0] for row in sql("SELECT canary_id FROM uns_meta.metrics WHERE plant = %s", [BULK_PLANT])]
+        wrong = [t for t in canary_ids if (held.get(t) or {}).get("engUnit") != "bar (bulk)"]
+        out["parity"] = {"checked": len(canary_ids), "wrong": len(wrong), "examples": wrong[:3]}
+        out["met"] = {"apply": out["apply_seconds"] <= TARGETS["bulk_apply_seconds"],
+                      "in_canary": out["in_canary_seconds"] <= TARGETS["bulk_in_canary_seconds"] and not wrong}
+        say(f"bulk: in the mock after {out['in_canary_seconds']} s, parity {out['parity']}")
+    except BaseException:
+        print(procs.tails(), file=sys.stderr)
+        raise
+    finally:
+        procs.stop()
+    return out
+
+
+IMPORT_PLANT = "Plant04"
+
+
+def import_phase(rows: int) -> dict:
+    """Dry run (read + plan) of an engUnit sheet of ``rows`` rows, as CSV and as XLSX, then the import."""
+    from catalog import exchange
+    from catalog.models import Metric
+
+    selection = Metric.objects.filter(plant=IMPORT_PLANT)
+    out: dict = {"rows": rows}
+    started = time.perf_counter()
+    exported = [row for row in exchange.export_rows(selection) if row[2] == "engUnit"][:rows]
+    out["export_seconds"] = round(time.perf_counter() - started, 2)
+    sheet = [(*row[:5], "string", "m/s", "") for row in exported]
+    csv_data = "".join(exchange.csv_lines(sheet)).encode()
+    started = time.perf_counter()
+    xlsx_data = exchange.xlsx_bytes(sheet)
+    out["xlsx_write_seconds"] = round(time.perf_counter() - started, 2)
+    for name, data in (("csv", csv_data), ("xlsx", xlsx_data)):
+        started = time.perf_counter()
+        read = exchange.read_sheet(f"sheet.{name}", data)
+        plan = exchange.plan_import(read)
+        seconds = round(time.perf_counter() - started, 2)
+        out[f"dry_run_{name}_seconds"] = seconds
+        out[f"dry_run_{name}_counts"] = {s: plan.count(s) for s in ("add", "change", "clear", "unchanged", "error")}
+        say(f"import dry run ({name}, {len(read):,} rows, {len(data) / 1e6:.1f} MB): {seconds} s, "
+            f"{out[f'dry_run_{name}_counts']}")
+    started = time.perf_counter()
+    change = exchange.apply_import(exchange.read_sheet("sheet.csv", csv_data), user="bench", why="bench-admin")
+    out["apply_seconds"] = round(time.perf_counter() - started, 2)
+    out["applied_metrics"] = change.metrics
+    out["met"] = max(out["dry_run_csv_seconds"], out["dry_run_xlsx_seconds"]) <= TARGETS["import_dry_run_seconds"]
+    say(f"import applied: {change.metrics:,} metrics in {out['apply_seconds']} s")
+    return out
+
+
 def main() -> None:
+    global METRICS_PER_DEVICE  # noqa: PLW0603 - a trial run's smaller catalog
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    parser.add_argument("--no-bulk", dest="bulk", action="store_false", help="skip the bulk correction phase")
+    parser.add_argument("--import-rows", type=int, default=100_000, help="rows of the import dry-run (0: skip)")
+    parser.add_argument("--no-pages", dest="pages", action="store_false", help="skip the page timings")
+    parser.add_argument("--per-device", type=int, default=METRICS_PER_DEVICE, help="metrics per device (trial runs)")
     args = parser.parse_args()
+    METRICS_PER_DEVICE = args.per_device
     setup_django()
     use_bench_database(DATABASE)
     result: dict = {"machine": machine_facts(), "targets": TARGETS, "loadavg_before": os.getloadavg(),

@@ -19,7 +19,7 @@ from django.utils.functional import cached_property
 
 from catalog.models import Device, Metric
 
-COUNT_CAP = 10_000
+COUNT_CAP = 1_000
 
 
 class EstimatedCountPaginator(Paginator):

@@ -69,7 +69,8 @@ class Device(Timestamped):
 class Metric(Timestamped):
     """A tag of a device: identity ``(device, name)``; never deleted, only retired."""
 
-    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="metrics")
+    # No index of its own: the (device, ...) indexes below serve device lookups.
+    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="metrics", db_index=False)
     name = models.TextField()
     uns_path = models.TextField(unique=True)
     canary_id = models.GeneratedField(
@@ -97,11 +98,13 @@ class Metric(Timestamped):
             models.Index(fields=["device", "alias"], name="metrics_device_alias_idx"),
             models.Index(fields=["plant"], name="metrics_plant_idx"),
             # The admin at 10^6 metrics (docs/admin-scale.md): the search's UPPER(x) LIKE UPPER('%s%')
-            # uses trigram indexes; the plant/device filters read their first page in path order.
+            # uses trigram indexes; the plant/device filters read their first page in path order; the
+            # devices of a plant are found by one probe each.
             *(GinIndex(OpClass(Upper(column), name="gin_trgm_ops"), name=f"metrics_{column}_trgm")
               for column in ("uns_path", "name", "canary_id")),
             models.Index(fields=["plant", "uns_path"], name="metrics_plant_path_idx"),
             models.Index(fields=["device", "uns_path"], name="metrics_device_path_idx"),
+            models.Index(fields=["device", "plant"], name="metrics_device_plant_idx"),
         ]
         ordering = ["uns_path"]
 
@@ -256,3 +259,18 @@ class BulkChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.key} on {self.metrics} metrics by {self.changed_by}"
+
+
+class StagedImport(models.Model):
+    """An uploaded override sheet between its dry run and the steward's confirmation (docs/steward-bulk.md)."""
+
+    filename = models.TextField()
+    rows = models.JSONField()  # the sheet's rows as read: [{column: text}]
+    uploaded_by = models.TextField()
+    uploaded_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = 'uns_meta"."staged_imports'
+
+    def __str__(self) -> str:
+        return self.filename

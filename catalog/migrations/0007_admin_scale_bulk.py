@@ -3,6 +3,7 @@ the database owner may create it) and trigram indexes for the admin's substring 
 for the plant/device filters in path order; bulk changes, viewable by the "Data steward" group."""
 
 import django.contrib.postgres.indexes
+import django.db.models.deletion
 import django.db.models.functions.datetime
 import django.db.models.functions.text
 from django.contrib.auth.management import create_permissions
@@ -96,6 +97,41 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="metric",
             index=models.Index(fields=["device", "uns_path"], name="metrics_device_path_idx"),
+        ),
+        migrations.AddIndex(
+            model_name="metric",
+            index=models.Index(fields=["device", "plant"], name="metrics_device_plant_idx"),
+        ),
+        # Django leaves the foreign key's own index in place when db_index becomes False.
+        migrations.RunSQL(
+            "DROP INDEX IF EXISTS uns_meta.metrics_device_id_d2665da5",
+            reverse_sql="CREATE INDEX IF NOT EXISTS metrics_device_id_d2665da5 ON uns_meta.metrics (device_id)",
+        ),
+        migrations.AlterField(
+            model_name="metric",
+            name="device",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="metrics",
+                to="catalog.device",
+            ),
+        ),
+        migrations.CreateModel(
+            name="StagedImport",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("filename", models.TextField()),
+                ("rows", models.JSONField()),
+                ("uploaded_by", models.TextField()),
+                (
+                    "uploaded_at",
+                    models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), editable=False),
+                ),
+            ],
+            options={
+                "db_table": 'uns_meta"."staged_imports',
+            },
         ),
         migrations.RunPython(grant_view, migrations.RunPython.noop),
     ]
