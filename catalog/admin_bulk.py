@@ -1,5 +1,5 @@
-"""Admin views of the bulk workbench (docs/steward-bulk.md): bulk correction of a filtered metric
-list. The selection is the changelist's own: its query string (filters, search) and, unless
+"""Admin views of the bulk workbench (docs/steward-bulk.md): bulk correction, export and import of
+a filtered metric list. The selection is the changelist's own: its query string (filters, search) and, unless
 "select all" was used, the ticked ids; the domain work is ``catalog.bulk``."""
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from catalog import bulk
-from catalog.models import MetricProperty, PropertyOverride, PropertyType
+from catalog import bulk, exchange
+from catalog.models import MetricProperty, PropertyOverride, PropertyType, StagedImport
 
 SAMPLE_SIZE = 10
+PREVIEW_ROWS = 500  # rows of each kind shown in the dry run (the counts cover all)
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 OVERRIDE_PERMS = ("catalog.add_propertyoverride", "catalog.change_propertyoverride",
                   "catalog.delete_propertyoverride")
 
@@ -51,14 +53,76 @@ class BulkOverrideForm(forms.Form):
         return data
 
 
+class ImportForm(forms.Form):
+    sheet = forms.FileField(help_text="CSV (UTF-8) or XLSX with the columns of an export.")
+    why = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000,
+                          help_text="Recorded with the import.")
+
+
 class BulkAdminMixin(admin.ModelAdmin):
     """Adds the bulk correction action and view to the metric admin."""
 
-    actions = ["bulk_override"]
+    actions = ["bulk_override", "export_csv", "export_xlsx"]
 
     def get_urls(self) -> list[URLPattern]:
-        own = [path("bulk/", self.admin_site.admin_view(self.bulk_view), name="catalog_metric_bulk")]
+        own = [path("bulk/", self.admin_site.admin_view(self.bulk_view), name="catalog_metric_bulk"),
+               path("import/", self.admin_site.admin_view(self.import_view), name="catalog_metric_import")]
         return own + super().get_urls()
+
+    @admin.action(description="Export properties and overrides of the selected metrics (CSV)")
+    def export_csv(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseBase:
+        response = StreamingHttpResponse(exchange.csv_lines(exchange.export_rows(queryset)),
+                                         content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="metric-properties.csv"'
+        return response
+
+    @admin.action(description="Export properties and overrides of the selected metrics (XLSX)")
+    def export_xlsx(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
+        response = HttpResponse(exchange.xlsx_bytes(exchange.export_rows(queryset)), content_type=XLSX)
+        response["Content-Disposition"] = 'attachment; filename="metric-properties.xlsx"'
+        return response
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload -> dry run (per-row diff and errors, the sheet staged) -> confirm -> applied, or nothing."""
+        if not request.user.has_perms(OVERRIDE_PERMS):
+            raise PermissionDenied
+        context: dict[str, Any] = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                                   "title": "Import overrides", "changelist_url":
+                                       reverse("admin:catalog_metric_changelist")}
+        form = ImportForm(request.POST or None, request.FILES or None)
+        user = request.user.get_username()
+        if request.method == "POST" and "_confirm" in request.POST:
+            staged_id = request.POST.get("staged", "")
+            staged = StagedImport.objects.filter(pk=int(staged_id), uploaded_by=user).first() \
+                if staged_id.isdigit() else None
+            why = request.POST.get("why", "")
+            if staged is None:
+                self.message_user(request, "That upload is no longer staged; upload the sheet again.", messages.ERROR)
+                return HttpResponseRedirect(request.path)
+            try:
+                change = exchange.apply_import(staged.rows, user=user, why=why, filename=staged.filename)
+            except bulk.BadValue as exc:
+                self.message_user(request, f"Nothing was imported: {exc}", messages.ERROR)
+                return HttpResponseRedirect(request.path)
+            staged.delete()
+            self.message_user(request, f"Import {change.pk} ({staged.filename}): overrides of {change.metrics} "
+                                       "metric(s) changed; Canary receives them shortly.", messages.SUCCESS)
+            return HttpResponseRedirect(context["changelist_url"])
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["sheet"]
+            try:
+                rows = exchange.read_sheet(upload.name, upload.read())
+            except bulk.BadValue as exc:
+                form.add_error("sheet", str(exc))
+            else:
+                plan = exchange.plan_import(rows)
+                StagedImport.objects.filter(uploaded_by=user).delete()  # one staged sheet per steward
+                staged = StagedImport.objects.create(filename=upload.name, rows=rows, uploaded_by=user)
+                context |= {"plan": plan, "staged": staged, "why": form.cleaned_data["why"],
+                            "counts": {s: plan.count(s) for s in ("add", "change", "clear", "unchanged", "error")},
+                            "shown_errors": plan.errors[:PREVIEW_ROWS], "shown_changes": plan.changes[:PREVIEW_ROWS]}
+        context["form"] = form
+        return TemplateResponse(request, "admin/catalog/metric/import.html", context)
 
     @admin.action(description="Set or clear an override on the selected metrics …")
     def bulk_override(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
