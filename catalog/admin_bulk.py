@@ -17,7 +17,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from catalog import bulk, exchange
-from catalog.models import MetricProperty, PropertyOverride, PropertyType, StagedImport
+from catalog.models import BulkChange, MetricProperty, PropertyOverride, PropertyType, StagedImport
+from metasync.admin import ReadOnlyAdminMixin
 
 SAMPLE_SIZE = 10
 PREVIEW_ROWS = 500  # rows of each kind shown in the dry run (the counts cover all)
@@ -187,3 +188,14 @@ def sample(metrics: QuerySet, form: BulkOverrideForm) -> list[dict[str, object]]
             row["edge"] = edge[row["id"]].value if row["id"] in edge else "—"
             row["override"] = over[row["id"]].value if row["id"] in over else "—"
     return rows
+
+
+@admin.register(BulkChange)
+class BulkChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The audit of bulk corrections and imports; each changed metric's version names its id."""
+
+    list_display = ("id", "changed_at", "changed_by", "action", "key", "metrics", "why")
+    list_filter = ("action",)
+    search_fields = ("key", "why", "changed_by", "selection")
+    fields = ("action", "key", "value", "selection", "why", "metrics", "changed_by", "changed_at")
+    readonly_fields = fields

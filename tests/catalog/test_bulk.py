@@ -152,6 +152,18 @@ def test_admin_bulk_journey_preview_then_confirm_on_the_whole_filter(client, ste
     assert sorted(PropertyOverride.objects.values_list("metric_id", "double_value")) == [
         (m.pk, 250.5) for m in plants[:3]]
     assert BulkChange.objects.get().selection == "plant=A"
+    audit = client.get(reverse("admin:catalog_bulkchange_changelist"))
+    assert audit.status_code == 200 and b"typo" in audit.content
+
+
+@pytest.mark.django_db
+def test_bulk_page_refuses_users_who_may_not_edit_overrides(client, plants):
+    """TC-44: viewing the catalog is not enough to change it in bulk."""
+    viewer = User.objects.create_user("viewer", password="not-a-real-password-1", is_staff=True)
+    viewer.user_permissions.add(*Group.objects.get(name="Data steward").permissions.filter(codename__startswith="view"))
+    client.force_login(viewer)
+    assert client.get(reverse("admin:catalog_metric_bulk")).status_code == 403
+    assert client.get(reverse("admin:catalog_metric_import")).status_code == 403
 
 
 @pytest.mark.django_db
