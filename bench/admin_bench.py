@@ -1,7 +1,7 @@
 """Admin benchmark at 10^6 metrics (`make bench-admin` -> bench/results/admin.json), one run.
 
 Set-up: a fresh database (``metasync_bench_admin``) filled set-based (generate_series): 10 plants x
-10 devices x 10,000 metrics, 4 properties each (engUnit, description, min, max), then ANALYZE.
+10 devices x 10,000 metrics (0.1 % retired), 4 properties each (engUnit, description, min, max), then ANALYZE.
 
 (1) Pages through Django's test client (the whole request: middleware, admin, templates, SQL),
     p50/p95 over ``--repeat`` requests each, for the metric list, a deep list page, substring
@@ -64,6 +64,7 @@ NEW_INDEXES = {
     "metrics_plant_path_idx": "(plant, uns_path)",
     "metrics_device_path_idx": "(device_id, uns_path)",
     "metrics_device_plant_idx": "(device_id, plant)",
+    "metrics_retired_path_idx": "(uns_path) WHERE retired_at IS NOT NULL",
 }
 
 GENERATE = [
@@ -77,6 +78,7 @@ GENERATE = [
               LATERAL (SELECT 'Area' || i %% 20 || '/' || (%(words)s::text[])[1 + i %% 8] || '_'
                               || lpad(i::text, 5, '0') AS name
                          FROM generate_series(1, %(per_device)s) i) n""",
+    "UPDATE uns_meta.metrics SET retired_at = now() WHERE id %% 1000 = 0",  # 0.1 % retired
     """INSERT INTO uns_meta.metric_properties (metric_id, key, sparkplug_type, type, is_null, string_value)
        SELECT id, 'engUnit', 12, 'string', false,
               (ARRAY['°C', 'bar', 'm3/h', '%%', 'rpm', 'A', 'kW', 'mm/s'])[1 + id %% 8]
@@ -125,6 +127,7 @@ def pages(prefix: str, rng: random.Random) -> dict[str, list[str]]:
         "filter_plant": [f"{base}?plant=Plant{p:02d}" for p in range(1, PLANTS + 1)],
         "filter_device": [f"{base}?device__id__exact={d}" for d in device_ids],
         "filter_plant_and_search": [f"{base}?plant=Plant{p:02d}&q=Pressure" for p in range(1, PLANTS + 1)],
+        "filter_retired": [f"{base}?retired=yes", f"{base}?retired=yes&p=3", f"{base}?retired=no"],
         "metric_page": [f"{base}{m}/change/" for m in metric_ids],
     }
     return out

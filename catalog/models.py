@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
-from django.db.models import F, Value
+from django.db.models import F, Q, Value
 from django.db.models.functions import Now, Replace, Upper
 
 from catalog.fields import PropertyTypeField, RealField
@@ -105,6 +105,7 @@ class Metric(Timestamped):
             models.Index(fields=["plant", "uns_path"], name="metrics_plant_path_idx"),
             models.Index(fields=["device", "uns_path"], name="metrics_device_path_idx"),
             models.Index(fields=["device", "plant"], name="metrics_device_plant_idx"),
+            models.Index(fields=["uns_path"], condition=Q(retired_at__isnull=False), name="metrics_retired_path_idx"),
         ]
         ordering = ["uns_path"]
 

@@ -102,6 +102,14 @@ class Migration(migrations.Migration):
             model_name="metric",
             index=models.Index(fields=["device", "plant"], name="metrics_device_plant_idx"),
         ),
+        migrations.AddIndex(
+            model_name="metric",
+            index=models.Index(
+                condition=models.Q(("retired_at__isnull", False)),
+                fields=["uns_path"],
+                name="metrics_retired_path_idx",
+            ),
+        ),
         # Django leaves the foreign key's own index in place when db_index becomes False.
         migrations.RunSQL(
             "DROP INDEX IF EXISTS uns_meta.metrics_device_id_d2665da5",
