@@ -23,6 +23,7 @@ from metasync.admin import ReadOnlyAdminMixin
 SAMPLE_SIZE = 10
 PREVIEW_ROWS = 500  # rows of each kind shown in the dry run (the counts cover all)
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+XLSX_MAX_METRICS = 200_000  # about 800,000 rows at 4 keys a metric; Excel's own limit is 1,048,576
 OVERRIDE_PERMS = ("catalog.add_propertyoverride", "catalog.change_propertyoverride",
                   "catalog.delete_propertyoverride")
 
@@ -78,7 +79,11 @@ class BulkAdminMixin(admin.ModelAdmin):
         return response
 
     @admin.action(description="Export properties and overrides of the selected metrics (XLSX)")
-    def export_xlsx(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
+    def export_xlsx(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        if queryset.order_by()[: XLSX_MAX_METRICS + 1].count() > XLSX_MAX_METRICS:
+            self.message_user(request, f"An XLSX export holds at most {XLSX_MAX_METRICS:,} metrics (it is built in "
+                                       "memory); narrow the filter or export CSV.", messages.ERROR)
+            return None
         response = HttpResponse(exchange.xlsx_bytes(exchange.export_rows(queryset)), content_type=XLSX)
         response["Content-Disposition"] = 'attachment; filename="metric-properties.xlsx"'
         return response

@@ -78,6 +78,17 @@ def test_export_csv_and_xlsx_hold_edge_override_and_effective_values(client, ste
     assert [dict(zip(xlsx[0], r, strict=True)) for r in xlsx[1:]] == got
 
 
+def test_too_large_xlsx_export_is_refused_with_a_message(client, steward, rows, monkeypatch):
+    """TC-44: an XLSX of more metrics than it can hold in memory is refused, the list shown again."""
+    from catalog import admin_bulk
+
+    monkeypatch.setattr(admin_bulk, "XLSX_MAX_METRICS", 1)
+    response = client.post(f"{reverse('admin:catalog_metric_changelist')}?plant=A",
+                           {"action": "export_xlsx", "select_across": "1", "_selected_action": ["1"], "index": 0})
+    assert response.status_code == 302
+    assert "at most 1 metrics" in " ".join(str(m) for m in client.get(response["Location"]).context["messages"])
+
+
 def test_dry_run_reports_each_bad_row_and_writes_nothing(rows):
     """TC-44: unknown metric, bad value, value without type, repeated row, blank key: errors per row."""
     m0, m1 = rows
