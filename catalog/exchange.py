@@ -14,6 +14,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import date, datetime
 
 from django.db import connection, transaction
 from django.db.models import QuerySet
@@ -97,15 +98,15 @@ def xlsx_bytes(rows: Iterable[tuple]) -> bytes:
 def read_sheet(name: str, data: bytes) -> list[dict[str, str]]:
     """Rows of an uploaded CSV or XLSX file as dicts of text (header names lower-cased)."""
     if name.lower().endswith(".xlsx"):
-        from openpyxl import load_workbook  # noqa: PLC0415 - loaded only when a sheet is imported
+        # calamine (Rust) reads a 100,000-row sheet in under a second; openpyxl takes ~15 s.
+        from python_calamine import CalamineWorkbook  # noqa: PLC0415 - loaded only when a sheet is imported
 
         try:
-            book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+            cells = CalamineWorkbook.from_filelike(io.BytesIO(data)).get_sheet_by_index(0).to_python()
         except Exception as exc:  # noqa: BLE001 - any unreadable workbook is the steward's error
             raise BadValue(f"Not a readable XLSX file: {exc}") from None
-        rows = iter(book.worksheets[0].iter_rows(values_only=True))
-        header = [str(h or "").strip().lower() for h in next(rows, ())]
-        out = [{h: "" if v is None else str(v) for h, v in zip(header, row, strict=False)} for row in rows]
+        header = [_cell_text(h).strip().lower() for h in (cells[0] if cells else [])]
+        out = [{h: _cell_text(v) for h, v in zip(header, row, strict=False)} for row in cells[1:]]
     else:
         try:
             text = data.decode("utf-8-sig")
@@ -120,6 +121,19 @@ def read_sheet(name: str, data: bytes) -> list[dict[str, str]]:
     if len(out) > MAX_IMPORT_ROWS:
         raise BadValue(f"At most {MAX_IMPORT_ROWS:,} rows per import.")
     return out
+
+
+def _cell_text(value: object) -> str:
+    """A spreadsheet cell as the text a CSV would hold (numbers typed into Excel come back as floats)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return str(value)
 
 
 @dataclass

@@ -184,3 +184,24 @@ def test_imported_overrides_reach_canary(canary, rows):
         assert time.monotonic() < deadline, "still pending"
     assert canary.properties(m0.canary_id) == {"engUnit": "bar", "max": 7.5}
     assert canary.properties(m1.canary_id) == {"engUnit": "K", "max": 100.0}
+
+
+def test_xlsx_cells_typed_in_excel_read_as_their_text():
+    """TC-44: numbers, booleans and dates typed into a spreadsheet are read as the text a CSV would hold."""
+    from datetime import datetime
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet_ = book.active
+    sheet_.append(["uns_path", "key", "override_type", "override_value"])
+    sheet_.append(["A/b", "max", "double", 250.5])
+    sheet_.append(["A/b", "n", "int", 5])
+    sheet_.append(["A/b", "on", "boolean", True])
+    sheet_.append(["A/b", "at", "datetime", datetime(2026, 1, 31, 8, 0)])
+    sheet_.append(["A/b", "none", None, None])
+    out = io.BytesIO()
+    book.save(out)
+    rows = exchange.read_sheet("s.xlsx", out.getvalue())
+    assert [r["override_value"] for r in rows] == ["250.5", "5", "true", "2026-01-31T08:00:00", ""]
+    assert rows[4]["override_type"] == ""
