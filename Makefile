@@ -46,6 +46,17 @@ tools:
 		echo "promtool is missing: install it (Debian/Ubuntu: sudo apt-get install --no-install-recommends prometheus;" \
 			"elsewhere the promtool binary from https://prometheus.io/download/), then run make test again" >&2; \
 	fi
+	@# the browser tests (tests/browser) drive Debian's chromium through Playwright, which cannot download its own
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium (Debian package, for the browser tests)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+			|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; \
+	else \
+		echo "chromium is missing: install it (Debian/Ubuntu: sudo apt-get install chromium), or set CHROMIUM" \
+			"to a Chromium binary, then run make test again" >&2; \
+	fi
 
 migrate: devstack
 	$(PY) manage.py migrate --noinput
