@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from catalog import bulk, exchange
+from catalog import bulk, exchange, validation
 from catalog.models import BulkChange, MetricProperty, PropertyOverride, PropertyType, StagedImport
 from metasync.admin import ReadOnlyAdminMixin
 
@@ -31,9 +31,9 @@ OVERRIDE_PERMS = ("catalog.add_propertyoverride", "catalog.change_propertyoverri
 class BulkOverrideForm(forms.Form):
     action = forms.ChoiceField(choices=[("set", "Set the override"), ("clear", "Clear the override")],
                                widget=forms.RadioSelect, initial="set")
-    key = forms.CharField(max_length=bulk.MAX_KEY_LENGTH, help_text="The property key, e.g. engUnit.")
+    key = forms.CharField(max_length=validation.MAX_KEY_BYTES, help_text="The property key, e.g. engUnit.")
     type = forms.ChoiceField(choices=PropertyType.choices, initial=PropertyType.STRING, required=False)
-    value = forms.CharField(required=False, strip=False, max_length=bulk.MAX_STRING_LENGTH,
+    value = forms.CharField(required=False, strip=False, max_length=validation.MAX_STRING_BYTES,
                             help_text="As text: 250.5, true, 2026-01-31T08:00:00Z, {\"a\": 1} …")
     is_null = forms.BooleanField(required=False, label="Set to null")
     why = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000,

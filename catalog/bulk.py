@@ -10,23 +10,15 @@ normal flush and push, batched.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
-from catalog import propvalues
-from catalog.models import BulkChange, Metric, PropertyType
+from catalog import overrides, propvalues
+from catalog.models import BulkChange, Metric
 from catalog.signals import metrics_need_sync
-
-MAX_KEY_LENGTH = 200
-MAX_STRING_LENGTH = 10_000
-_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**64 - 1)}  # long: Int64 and UInt64
-_FLOAT32_MAX = 3.4028234663852886e38
-_TRUE, _FALSE = {"true", "1", "yes", "y", "on"}, {"false", "0", "no", "n", "off"}
 
 
 class BadValue(ValueError):
@@ -58,62 +50,24 @@ class TypedOverride:
 
 
 def check_key(key: str) -> str:
-    key = key.strip()
-    if not key:
-        raise BadValue("A key is required.")
-    if len(key) > MAX_KEY_LENGTH:
-        raise BadValue(f"A key has at most {MAX_KEY_LENGTH} characters.")
-    return key
+    """The key as typed, checked by ``catalog.overrides.validate_key`` (the rules every override path shares)."""
+    try:
+        return overrides.validate_key(key)
+    except ValidationError as exc:
+        raise BadValue(" ".join(exc.messages)) from None
 
 
 def parse_value(kind: str, text: str, *, is_null: bool = False) -> TypedOverride:
-    """The override a steward typed as ``text`` for storage type ``kind``; BadValue says what is wrong."""
-    if kind not in PropertyType.values:
-        raise BadValue(f"Unknown type {kind!r}; one of {', '.join(PropertyType.values)}.")
-    if is_null:
-        return TypedOverride(kind, None)
-    text = text.strip() if kind != "string" else text
-    if kind in _RANGES:
-        try:
-            number = int(text)
-        except ValueError:
-            raise BadValue(f"{text!r} is not a whole number.") from None
-        low, high = _RANGES[kind]
-        if not low <= number <= high:
-            raise BadValue(f"{number} is outside the {kind} range {low} … {high}.")
-        return TypedOverride(kind, Decimal(number) if kind == "long" else number)
-    if kind in ("float", "double"):
-        try:
-            real = float(text)
-        except ValueError:
-            raise BadValue(f"{text!r} is not a number.") from None
-        if not math.isfinite(real) or (kind == "float" and abs(real) > _FLOAT32_MAX):
-            raise BadValue(f"{text!r} is not a finite {kind}.")
-        return TypedOverride(kind, real)
-    if kind == "boolean":
-        word = text.lower()
-        if word not in _TRUE | _FALSE:
-            raise BadValue(f"{text!r} is not true or false.")
-        return TypedOverride(kind, word in _TRUE)
-    if kind == "string":
-        if len(text) > MAX_STRING_LENGTH or "\x00" in text:
-            raise BadValue(f"A text has at most {MAX_STRING_LENGTH} characters and no NUL character.")
-        return TypedOverride(kind, text)
-    if kind == "datetime":
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise BadValue(f"{text!r} is not an ISO 8601 date and time.") from None
-        return TypedOverride(kind, moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-    try:  # json
-        value = json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as exc:
-        raise BadValue(f"Not valid JSON: {exc}") from None
-    return TypedOverride(kind, value)
+    """The override a steward typed as ``text`` for ``kind`` (a storage type name, or a Sparkplug type code),
+    parsed by ``catalog.overrides.parse_value``; BadValue says what is wrong."""
+    try:
+        value = overrides.parse_value(kind, None if is_null else text)
+        columns = overrides.typed_columns(kind, value)
+    except ValidationError as exc:
+        raise BadValue(" ".join(exc.messages)) from None
+    storage = str(columns["type"])
+    return TypedOverride(storage, None if value is None else columns[f"{storage}_value"])
 
-
-def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not allowed in JSON")
 
 _OLD_VALUE = """CASE WHEN o.is_null THEN 'null'::jsonb ELSE CASE o.type::text
     WHEN 'int' THEN to_jsonb(o.int_value) WHEN 'long' THEN to_jsonb(o.long_value::text)

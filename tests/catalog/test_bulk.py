@@ -14,7 +14,7 @@ from django.urls import reverse
 from builders import device, metric
 from canary import push, sync
 from canary.client import CanaryClient
-from catalog import bulk
+from catalog import bulk, validation
 from catalog.models import BulkChange, Metric, MetricProperty, MetricVersion, PropertyOverride
 
 
@@ -40,7 +40,7 @@ def test_parse_value_accepts_what_its_type_holds(kind, text, value):
     ("int", "2147483648"), ("int", "1.5"), ("long", "18446744073709551616"), ("long", "-9223372036854775809"),
     ("double", "nan"), ("double", "inf"), ("double", "abc"), ("float", "1e39"), ("boolean", "maybe"),
     ("datetime", "yesterday"), ("json", "{bad"), ("json", '{"a": NaN}'), ("json", "Infinity"),
-    ("string", "x" * (bulk.MAX_STRING_LENGTH + 1)), ("string", "a\x00b"), ("decimal", "1"),
+    ("string", "x" * (validation.MAX_STRING_BYTES + 1)), ("string", "a\x00b"), ("decimal", "1"),
 ])
 def test_parse_value_refuses_what_cannot_be_stored(kind, text):
     """TC-44: every bad type/value combination is a BadValue with a message, never a database error."""
@@ -50,8 +50,8 @@ def test_parse_value_refuses_what_cannot_be_stored(kind, text):
 
 @pytest.mark.unit
 def test_keys_must_be_short_and_not_blank():
-    """TC-44: a blank or overlong key is refused."""
-    for key in ("", "   ", "k" * (bulk.MAX_KEY_LENGTH + 1)):
+    """TC-44: a blank, space-padded or overlong key is refused."""
+    for key in ("", "   ", " engUnit", "k" * (validation.MAX_KEY_BYTES + 1)):
         with pytest.raises(bulk.BadValue):
             bulk.check_key(key)
 
