@@ -51,7 +51,7 @@ def test_bulk_correction_of_every_metric_of_a_filter_reaches_canary(steward_page
     page.fill("#id_value", "NaN")
     page.fill("#id_why", "units sheet from the plant")
     page.click("#bulk-form input[type=submit]")
-    assert "not a finite double" in page.inner_text("#bulk-form .errorlist")
+    assert "finite number" in page.inner_text("#bulk-form .errorlist")
     page.select_option("#id_type", "string")
     page.fill("#id_value", "bar")
     page.click("#bulk-form input[type=submit]")
