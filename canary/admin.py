@@ -112,6 +112,7 @@ class MetricDeliveryAdmin(MetricAdmin):
     override, effective and acknowledged value and the state; "Push now" and "Resync this device"."""
 
     change_form_template = "admin/canary/metric_change_form.html"
+    fields = None  # type: ignore[assignment]  # the fieldsets below say it
     fieldsets = [(None, {"fields": MetricAdmin.fields}),
                  ("Delivery to Canary", {"fields": ("delivery",)})]
 

@@ -99,3 +99,44 @@ def test_steward_adds_a_new_key_with_a_type(steward_page, delivery_stack):
     page.wait_for_load_state()
     assert errors(page) == "" and PropertyOverride.objects.get(metric=m, key="Span").value == 12
     in_canary(stack, m, "Span", 12, "the new key in Canary")
+
+
+def panel_state(page) -> str:
+    return page.locator("#delivery-panel .delivery-state").inner_text()
+
+
+def test_steward_watches_delivery_and_repairs_a_device_canary_lost(steward_page, delivery_stack, screenshot):
+    """TC-44: delivery panel journey — the metric page says "in sync" with what Canary acknowledged and
+    when; after Canary loses the device's tags, "Push now" changes nothing Canary lacks (nothing differs
+    from the acknowledged state) and "Resync this device" sends every metric in full: the mock holds them again."""
+    page, stack = steward_page, delivery_stack
+    m = kiln_metric()
+    sibling = metric(m.device, "Maceira/Kiln/Pressure", datatype=T.Double)
+    MetricProperty.objects.create(metric=sibling, key="engUnit", sparkplug_type=T.String, type="string",
+                                  string_value="bar")
+    in_canary(stack, m, "Hi", 1450.0, "the kiln temperature in Canary")
+    in_canary(stack, sibling, "engUnit", "bar", "the kiln pressure in Canary")
+    url = f"{page.base_url}/admin/catalog/metric/{m.pk}/change/"
+
+    def reloaded_state() -> str:
+        page.goto(url)
+        return panel_state(page)
+
+    stack.wait_for(lambda: reloaded_state() == "in sync", 30, "the panel to say in sync")
+    panel = page.locator("#delivery-panel").inner_text()
+    assert "never" not in panel and "1450.0" in panel and m.canary_id in panel
+    screenshot(page, "delivery-in-sync")
+
+    page.click("#delivery-panel button:has-text('Push now')")
+    page.wait_for_load_state()
+    assert "pushed now" in page.locator(".messagelist").inner_text()
+
+    stack.canary.reset()  # Canary lost everything
+    assert stack.canary.properties(m.canary_id) == {}
+    page.goto(url)
+    page.click("#delivery-panel button:has-text('Resync this device')")
+    page.wait_for_load_state()
+    assert "2 metric(s)" in page.locator(".messagelist").inner_text()
+    in_canary(stack, m, "Hi", 1450.0, "the kiln temperature in Canary again")
+    in_canary(stack, sibling, "engUnit", "bar", "the kiln pressure in Canary again")
+    stack.wait_for(lambda: reloaded_state() == "in sync", 30, "the panel to say in sync again")
