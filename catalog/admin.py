@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
@@ -11,6 +12,7 @@ from django.utils.html import format_html
 
 from catalog.admin_bulk import BulkAdminMixin
 from catalog.admin_scale import DeviceFilter, EstimatedCountPaginator, PlantFilter
+from catalog.forms import OverrideForm, show
 from catalog.models import (
     Device,
     Metric,
@@ -28,7 +30,7 @@ IDENTITY_HELP = "Identity fields are written by births only."
 class MetricPropertyInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = MetricProperty
     verbose_name_plural = "properties (as the edge sent them)"
-    fields = ("key", "type", "sparkplug_type_name", "shown_value", "updated_at")
+    fields = ("key", "type", "sparkplug_type_name", "shown_value", "override_value", "effective_value", "updated_at")
     readonly_fields = fields
     extra = 0
     ordering = ("key",)
@@ -37,20 +39,39 @@ class MetricPropertyInline(ReadOnlyAdminMixin, admin.TabularInline):
     def sparkplug_type_name(self, obj: MetricProperty) -> str:
         return obj.get_sparkplug_type_display()
 
-    @admin.display(description="value")
+    @admin.display(description="edge value")
     def shown_value(self, obj: MetricProperty) -> str:
-        return _show(obj.value, obj.is_null)
+        return show(obj.value, obj.is_null)
+
+    @admin.display(description="override")
+    def override_value(self, obj: MetricProperty) -> str:
+        override = PropertyOverride.objects.filter(metric_id=obj.metric_id, key=obj.key).first()
+        return "—" if override is None else show(override.value, override.is_null)
+
+    @admin.display(description="effective value")
+    def effective_value(self, obj: MetricProperty) -> str:
+        override = PropertyOverride.objects.filter(metric_id=obj.metric_id, key=obj.key).first()
+        return show(obj.value, obj.is_null) if override is None else show(override.value, override.is_null)
 
 
 class PropertyOverrideInline(admin.TabularInline):
-    """Steward corrections; the effective value is the override when present."""
+    """Steward corrections: a key (the edge's or a new one), one value; the override wins over the edge."""
 
     model = PropertyOverride
+    form = OverrideForm
     verbose_name_plural = "steward overrides (win over the edge value)"
-    fields = ("key", "type", "is_null", "int_value", "long_value", "float_value", "double_value",
-              "boolean_value", "string_value", "datetime_value", "json_value", "note", "updated_by")
-    readonly_fields = ("updated_by",)
+    fields = ("key", "value_type", "value", "null", "note", "edge_value", "updated_by")
+    readonly_fields = ("edge_value", "updated_by")
     extra = 0
+
+    def get_formset(self, request: HttpRequest, obj: Metric | None = None, **kwargs: Any) -> Any:
+        kwargs["form"] = OverrideForm.for_metric(obj)
+        return super().get_formset(request, obj, **kwargs)
+
+    @admin.display(description="edge value")
+    def edge_value(self, obj: PropertyOverride) -> str:
+        prop = MetricProperty.objects.filter(metric_id=obj.metric_id, key=obj.key).first()
+        return "— (new key)" if prop is None else show(prop.value, prop.is_null)
 
 
 class MetricVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -151,11 +172,3 @@ class LineageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("changed_at", "metric", "old_path", "new_path", "reason", "changed_by")
     search_fields = ("old_path", "new_path")
     list_select_related = ("metric",)
-
-
-def _show(value: object, is_null: bool) -> str:
-    if is_null:
-        return "∅ (null)"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return repr(value) if isinstance(value, str) else str(value)
