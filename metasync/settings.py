@@ -265,6 +265,8 @@ CDC_METRICS_PORT = env.integer("CDC_METRICS_PORT", 9102, minimum=0)
 CDC_STATEMENT_TIMEOUT_SECONDS = env.number("CDC_STATEMENT_TIMEOUT_SECONDS", 120, minimum=1)
 # logical_decoding_work_mem of the consumer's session: what a big transaction decodes in before spilling.
 CDC_DECODING_WORK_MEM_MB = env.integer("CDC_DECODING_WORK_MEM_MB", 512, minimum=64)
+# A standby cdc_consume retries the slot's lock this often: the takeover delay after the active one dies.
+CDC_STANDBY_POLL_SECONDS = env.number("CDC_STANDBY_POLL_SECONDS", 1.0, minimum=0.1)
 if CDC_DEBOUNCE_MAX_SECONDS < CDC_DEBOUNCE_SECONDS:
     raise ConfigError("CDC_DEBOUNCE_MAX_SECONDS", "must be >= CDC_DEBOUNCE_SECONDS")
 
