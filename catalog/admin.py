@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils.html import format_html
 
@@ -15,16 +15,32 @@ from catalog.admin_scale import DeviceFilter, EstimatedCountPaginator, PlantFilt
 from catalog.forms import OverrideForm, show
 from catalog.models import (
     Device,
+    DeviceState,
     Metric,
     MetricPathLineage,
     MetricProperty,
     MetricVersion,
+    NodeState,
     PropertyOverride,
 )
 from catalog.stewardship import record_steward_edit
 from metasync.admin import ReadOnlyAdminMixin
 
 IDENTITY_HELP = "Identity fields are written by births only."
+
+
+def _state(prefix: str = "") -> dict[str, Subquery]:
+    """Annotations with a device's lifecycle (docs/sparkplug.md, "Lifecycle"); ``prefix`` reaches the
+    device from another model (``device__``)."""
+    match = DeviceState.objects.filter(group_id=OuterRef(f"{prefix}group_id"), edge=OuterRef(f"{prefix}edge"),
+                                       device=OuterRef(f"{prefix}device"))
+    return {"state_online": Subquery(match.values("online")[:1]),
+            "state_birth": Subquery(match.values("last_birth_at")[:1]),
+            "state_death": Subquery(match.values("last_death_at")[:1])}
+
+
+def _online_text(online: bool | None) -> str:
+    return "unknown" if online is None else "online" if online else "DEAD"
 
 
 class MetricPropertyInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -97,11 +113,34 @@ class LineageInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
-    list_display = ("uns_path", "group_id", "edge", "device", "country", "business_unit", "updated_at")
+    list_display = ("uns_path", "group_id", "edge", "device", "online", "country", "business_unit", "updated_at")
     list_filter = ("group_id", "country", "business_unit")
     search_fields = ("uns_path", "device", "edge")
-    readonly_fields = ("group_id", "edge", "device", "uns_path", "country", "business_unit",
-                       "created_at", "updated_at")
+    readonly_fields = ("group_id", "edge", "device", "uns_path", "online", "last_birth", "last_death",
+                       "node_online", "country", "business_unit", "created_at", "updated_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(**_state())
+
+    @admin.display(description="online", ordering="state_online")
+    def online(self, obj: Device) -> str:
+        return _online_text(getattr(obj, "state_online", None))
+
+    @admin.display(description="last birth")
+    def last_birth(self, obj: Device) -> object:
+        return getattr(obj, "state_birth", None) or "-"
+
+    @admin.display(description="last death")
+    def last_death(self, obj: Device) -> object:
+        return getattr(obj, "state_death", None) or "-"
+
+    @admin.display(description="edge node")
+    def node_online(self, obj: Device) -> str:
+        node = NodeState.objects.filter(group_id=obj.group_id, edge=obj.edge).first()
+        if node is None:
+            return "unknown (no NBIRTH seen)"
+        return f"{_online_text(node.online)}, bdSeq {node.bd_seq}, last birth {node.last_birth_at or '-'}, " \
+               f"last death {node.last_death_at or '-'}"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -127,15 +166,23 @@ class RetiredFilter(admin.SimpleListFilter):
 
 @admin.register(Metric)
 class MetricAdmin(BulkAdminMixin, admin.ModelAdmin):
-    list_display = ("uns_path", "datatype", "plant", "device", "alias", "retired_at", "updated_at")
+    list_display = ("uns_path", "datatype", "plant", "device", "device_online", "alias", "retired_at", "updated_at")
     list_filter = (PlantFilter, DeviceFilter, "datatype", RetiredFilter)
     paginator = EstimatedCountPaginator  # docs/admin-scale.md
     search_fields = ("name", "uns_path", "canary_id")
     list_select_related = ("device",)
     show_full_result_count = False  # COUNT(*) over ~10^6 rows on every page is wasteful
-    readonly_fields = ("device", "name", "uns_path", "canary_id", "datatype", "alias", "plant",
+    readonly_fields = ("device", "device_online", "name", "uns_path", "canary_id", "datatype", "alias", "plant",
                        "retired_at", "created_at", "updated_at")
     fields = readonly_fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(**_state("device__"))
+
+    @admin.display(description="device online")
+    def device_online(self, obj: Metric) -> str:
+        """A metric of a dead device reports nothing until the device is born again."""
+        return _online_text(getattr(obj, "state_online", None))
     inlines = [MetricPropertyInline, PropertyOverrideInline, MetricVersionInline, LineageInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

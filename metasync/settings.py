@@ -220,13 +220,21 @@ MQTT_TLS = env.boolean("MQTT_TLS", True)
 MQTT_CA_FILE = env.existing_file("MQTT_CA_FILE", None)
 MQTT_USERNAME = env.string("MQTT_USERNAME", None)
 MQTT_PASSWORD = env.string("MQTT_PASSWORD", None, secret=True)
-MQTT_TOPIC = env.string("MQTT_TOPIC", "spBv1.0/Secil/DBIRTH/#")
+MQTT_TOPIC = env.string("MQTT_TOPIC", None)  # one explicit filter; unset: the host subscriptions below
 MQTT_KEEPALIVE = env.integer("MQTT_KEEPALIVE", 30, minimum=5)
 MQTT_CLIENT_ID = env.string("MQTT_CLIENT_ID", f"uns-spb-dbirth-meta-{METASYNC_ENV}-{METASYNC_NODE}")
 MQTT_RECONNECT_MAX_SECONDS = env.integer("MQTT_RECONNECT_MAX_SECONDS", 30, minimum=1)
 INGEST_QUEUE_MAX_FRAMES = env.integer("INGEST_QUEUE_MAX_FRAMES", 1000, minimum=1)
 INGEST_QUEUE_MAX_BYTES = env.integer("INGEST_QUEUE_MAX_BYTES", 1024 * 1024 * 1024, minimum=1024 * 1024)
 INGEST_METRICS_PORT = env.integer("INGEST_METRICS_PORT", 9101, minimum=0)
+# --- Sparkplug host application (docs/sparkplug.md, "Host application"; docs/scaling.md) ---
+# Groups whose births and lifecycle ingest subscribes to; empty: every group (spBv1.0/+/...).
+SPARKPLUG_GROUPS = tuple(env.csv("SPARKPLUG_GROUPS", ""))
+# Primary host id: when set, ingest publishes spBv1.0/STATE/<id> (Sparkplug 3.0) so edge nodes
+# bound to it re-publish their births whenever it comes online.
+SPARKPLUG_HOST_ID = env.string("SPARKPLUG_HOST_ID", None)
+# Shared-subscription name: replicas with the same name split the births ($share/<name>/...).
+MQTT_SHARE_GROUP = env.string("MQTT_SHARE_GROUP", None)
 
 # --- applying births -------------------------------------------------------------
 BIRTH_CHUNK_METRICS = env.integer("BIRTH_CHUNK_METRICS", 20000, minimum=100)
@@ -257,6 +265,8 @@ CDC_METRICS_PORT = env.integer("CDC_METRICS_PORT", 9102, minimum=0)
 CDC_STATEMENT_TIMEOUT_SECONDS = env.number("CDC_STATEMENT_TIMEOUT_SECONDS", 120, minimum=1)
 # logical_decoding_work_mem of the consumer's session: what a big transaction decodes in before spilling.
 CDC_DECODING_WORK_MEM_MB = env.integer("CDC_DECODING_WORK_MEM_MB", 512, minimum=64)
+# A standby cdc_consume retries the slot's lock this often: the takeover delay after the active one dies.
+CDC_STANDBY_POLL_SECONDS = env.number("CDC_STANDBY_POLL_SECONDS", 1.0, minimum=0.1)
 if CDC_DEBOUNCE_MAX_SECONDS < CDC_DEBOUNCE_SECONDS:
     raise ConfigError("CDC_DEBOUNCE_MAX_SECONDS", "must be >= CDC_DEBOUNCE_SECONDS")
 

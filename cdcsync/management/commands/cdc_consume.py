@@ -72,11 +72,18 @@ class Command(BaseCommand):
         """One database session: claim the slot, set it up, poll until stopped (or the connection breaks)."""
         with replication_connection() as conn:
             consumer = Consumer(conn)
+            waited_since = None
             while not consumer.claim():
                 if self.stop_requested.is_set():
                     return
-                log.info("another cdc_consume holds slot %s; standing by", consumer.slot)
-                self._pause(10)
+                if waited_since is None:
+                    waited_since = time.monotonic()
+                    log.info("another cdc_consume holds slot %s; standing by (retrying every %gs)",
+                             consumer.slot, settings.CDC_STANDBY_POLL_SECONDS)
+                self._pause(settings.CDC_STANDBY_POLL_SECONDS)
+            if waited_since is not None:
+                log.info("took over slot %s after standing by for %.1fs", consumer.slot,
+                         time.monotonic() - waited_since)
             consumer.setup()
             self.delay = 1.0  # connected and set up: the next loss starts the backoff again
             last_gauges = 0.0
