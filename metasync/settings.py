@@ -92,6 +92,8 @@ TEMPLATES = [
 
 # --- database --------------------------------------------------------------------
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# A database URL weaker than sslmode=verify-full is refused unless this is true (local development).
+DATABASE_ALLOW_WEAK_TLS = env.boolean("DATABASE_ALLOW_WEAK_TLS", False)
 
 
 def database_config(name: str, url: str, application_name: str) -> dict:
@@ -104,14 +106,19 @@ def database_config(name: str, url: str, application_name: str) -> dict:
     except (ValueError, KeyError):
         raise ConfigError(name, "expected a postgres://user:password@host:port/db URL") from None
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    sslmode = query.get("sslmode", "prefer")
+    sslmode = query.get("sslmode", "verify-full")
     if sslmode not in _SSLMODES:
         raise ConfigError(name, f"sslmode must be one of {', '.join(_SSLMODES)}, got {sslmode!r}")
+    # verify-full unless weaker is asked for explicitly (local development only; docs/security.md)
+    if sslmode != "verify-full" and not DATABASE_ALLOW_WEAK_TLS:
+        raise ConfigError(name, f"sslmode={sslmode} is weaker than verify-full: set DATABASE_ALLOW_WEAK_TLS=true "
+                                "to allow it (local development only)")
     rootcert = query.get("sslrootcert")
     if sslmode in ("verify-ca", "verify-full") and rootcert and not Path(rootcert).is_file():
         raise ConfigError(name, f"sslrootcert file {rootcert!r} does not exist")
     config["ENGINE"] = "django.db.backends.postgresql"
     config.setdefault("OPTIONS", {})["application_name"] = application_name
+    config["OPTIONS"]["sslmode"] = sslmode  # libpq's own default would be `prefer`
     config["CONN_MAX_AGE"] = env.integer("DATABASE_CONN_MAX_AGE", 60, minimum=0)
     config["CONN_HEALTH_CHECKS"] = True
     return config
@@ -125,6 +132,11 @@ DATABASE_ADMIN_URL = env.string("DATABASE_ADMIN_URL", None, secret=True)
 # Passwords `setup_roles` gives the application and CDC roles (unset: roles without password).
 METASYNC_APP_DB_PASSWORD = env.string("METASYNC_APP_DB_PASSWORD", None, secret=True)
 METASYNC_CDC_DB_PASSWORD = env.string("METASYNC_CDC_DB_PASSWORD", None, secret=True)
+# Per-process-kind URLs (docs/security.md, "Roles"): DATABASE_URL is the owner's (migrations);
+# compose and scripts/demo hand web/ingest/workers/beat METASYNC_APP_DATABASE_URL as their
+# DATABASE_URL and cdc METASYNC_CDC_DATABASE_URL as its CDC_DATABASE_URL.
+METASYNC_APP_DATABASE_URL = env.string("METASYNC_APP_DATABASE_URL", None, secret=True)
+METASYNC_CDC_DATABASE_URL = env.string("METASYNC_CDC_DATABASE_URL", None, secret=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis / Celery --------------------------------------------------------------
