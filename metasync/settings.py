@@ -386,3 +386,21 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
     },
 }
+
+# --- login protection (docs/security.md, "Admin logins") ---------------------------------
+# django-axes: after LOGIN_FAILURE_LIMIT wrong passwords for one user from one address, that
+# pair is locked out for LOGIN_LOCKOUT_MINUTES (HTTP 429); a success resets the count. Failed
+# logins are logged with the client address by monitoring.logins (never the password).
+INSTALLED_APPS.append("axes")
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as axes asks
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.integer("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env.integer("LOGIN_LOCKOUT_MINUTES", 15, minimum=1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # our own log line (monitoring.logins) carries what is needed
+# Behind the TLS proxy the client address is the proxy's last X-Forwarded-For hop.
+LOGIN_TRUSTED_PROXIES = env.integer("LOGIN_TRUSTED_PROXIES", 0, minimum=0)
+AXES_IPWARE_PROXY_COUNT = LOGIN_TRUSTED_PROXIES or None
+AXES_IPWARE_META_PRECEDENCE_ORDER = (("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if LOGIN_TRUSTED_PROXIES
+                                     else ("REMOTE_ADDR",))
