@@ -404,3 +404,12 @@ LOGIN_TRUSTED_PROXIES = env.integer("LOGIN_TRUSTED_PROXIES", 0, minimum=0)
 AXES_IPWARE_PROXY_COUNT = LOGIN_TRUSTED_PROXIES or None
 AXES_IPWARE_META_PRECEDENCE_ORDER = (("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if LOGIN_TRUSTED_PROXIES
                                      else ("REMOTE_ADDR",))
+
+# --- cheap readiness, protected monitoring endpoints (docs/security.md) -------------------
+# /readyz answers from checks at most this old (a burst of probes opens no new connections).
+HEALTH_CHECK_CACHE_SECONDS = env.number("HEALTH_CHECK_CACHE_SECONDS", 5, minimum=0)
+# Bearer token for /metrics and /readyz's details; unset: both open (the dev stack binds 127.0.0.1).
+MONITORING_TOKEN = env.string("MONITORING_TOKEN", None, secret=True)
+# Address of the daemons' own metrics servers (ingest, cdc, workers): loopback by default; compose
+# sets 0.0.0.0 on its internal network, where only Prometheus reaches them (no published port).
+METRICS_BIND_ADDRESS = env.string("METRICS_BIND_ADDRESS", "127.0.0.1")

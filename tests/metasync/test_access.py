@@ -157,3 +157,35 @@ def test_edge_user_publishes_under_its_own_group_only():
         edge.publish(own)
         seen = watcher.received(until=own)
         assert f"spBv1.0/{other}/DBIRTH/edge/dev" not in seen
+
+
+# --- monitoring endpoints (SEC-06) --------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_burst_of_readyz_calls_opens_no_new_connections(client, settings):
+    """SEC-06: 20 /readyz calls within HEALTH_CHECK_CACHE_SECONDS run the checks once (Redis counts clients)."""
+    from monitoring import health
+
+    settings.HEALTH_CHECK_CACHE_SECONDS = 60
+    health._cache = None
+    admin = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+    try:
+        before = admin.info("stats")["total_connections_received"]
+        for _ in range(20):
+            client.get("/readyz")
+        after = admin.info("stats")["total_connections_received"]
+    finally:
+        admin.close()
+    assert after - before == 1
+
+
+@pytest.mark.django_db
+def test_readyz_details_and_metrics_need_the_monitoring_token(client, settings):
+    """SEC-06: with MONITORING_TOKEN set, /metrics answers 401 and /readyz shows only its status without it."""
+    settings.MONITORING_TOKEN = token = "t-" + uuid.uuid4().hex
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    assert set(client.get("/readyz").json()) == {"status"}
+    assert "checks" in client.get("/readyz", HTTP_AUTHORIZATION=f"Bearer {token}").json()

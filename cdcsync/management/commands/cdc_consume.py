@@ -51,7 +51,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, self._stop)
         port = opts["metrics_port"] if opts["metrics_port"] is not None else settings.CDC_METRICS_PORT
         if port:
-            start_http_server(int(port))
+            start_http_server(int(port), addr=settings.METRICS_BIND_ADDRESS)
         self.delay = 1.0
         while not self.stop_requested.is_set():
             try:

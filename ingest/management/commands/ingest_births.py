@@ -54,7 +54,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, self._stop)
         port = opts["metrics_port"] if opts["metrics_port"] is not None else settings.INGEST_METRICS_PORT
         if port:
-            start_http_server(int(port))
+            start_http_server(int(port), addr=settings.METRICS_BIND_ADDRESS)
         backlog = Backlog(settings.INGEST_QUEUE_MAX_FRAMES, settings.INGEST_QUEUE_MAX_BYTES)
         subscriber = BirthSubscriber(config_from_settings(), str(opts["topic"] or settings.MQTT_TOPIC), backlog)
         writer = LedgerWriter(backlog, _store, _enqueue)
