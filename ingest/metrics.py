@@ -17,3 +17,5 @@ DISCONNECTS = Counter("metasync_ingest_disconnects_total", "Unexpected MQTT disc
 LAST_FRAME = Gauge("metasync_ingest_last_frame_timestamp_seconds", "Unix time of the last frame received")
 LEDGER_WRITE_SECONDS = Histogram("metasync_ingest_ledger_write_seconds", "Time to store one frame in the ledger",
                                  buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30))
+HEARTBEAT = Gauge("metasync_ingest_heartbeat_timestamp_seconds",
+                  "Unix time the main loop last went round (every <= 0.5 s); `healthcheck ingest` checks its age")

@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from prometheus_client import start_http_server
 
+from cdcsync import metrics
 from cdcsync.consumer import Consumer, replication_connection
 
 log = logging.getLogger("cdcsync")
@@ -73,6 +74,7 @@ class Command(BaseCommand):
         with replication_connection() as conn:
             consumer = Consumer(conn)
             while not consumer.claim():
+                metrics.HEARTBEAT.set_to_current_time()  # standing by is healthy
                 if self.stop_requested.is_set():
                     return
                 log.info("another cdc_consume holds slot %s; standing by", consumer.slot)
@@ -82,6 +84,7 @@ class Command(BaseCommand):
             last_gauges = 0.0
             while not self.stop_requested.is_set():
                 rows = consumer.poll_once()
+                metrics.HEARTBEAT.set_to_current_time()  # a hung poll ages it: `healthcheck cdc` fails
                 close_old_connections()
                 if time.monotonic() - last_gauges >= GAUGES_EVERY:
                     last_gauges = time.monotonic()

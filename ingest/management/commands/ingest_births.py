@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError, connection
 from prometheus_client import start_http_server
 
+from ingest import metrics
 from ingest.ledger import store_frame
 from ingest.mqtt import Backlog, BirthSubscriber, Frame, LedgerWriter
 from ingest.tasks import process_birth
@@ -62,6 +63,7 @@ class Command(BaseCommand):
         last_status = time.monotonic()
         while not self.stopping:
             writer.drain_one(timeout=0.5)
+            metrics.HEARTBEAT.set_to_current_time()  # a hung loop ages it: `healthcheck ingest` fails
             if time.monotonic() - last_status >= STATUS_EVERY:
                 last_status = time.monotonic()
                 log.info("ingest alive: connected=%s stored=%d backlog=%d",
