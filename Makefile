@@ -61,6 +61,7 @@ tools:
 
 migrate: devstack
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py setup_roles >/dev/null  # the per-process roles' grants (docs/security.md)
 
 # Stages (scripts/check): lint, import rules, types, pure unit tests, the suite against the dev stack,
 # the coverage floor; a per-stage summary, artifacts of a failed run kept in .ci/artifacts/.

@@ -26,3 +26,5 @@ LIFECYCLE_EVENTS = Counter("metasync_lifecycle_events_total",
                            ["verb", "outcome"])
 NODES_ONLINE = Gauge("metasync_nodes_online", "Edge nodes whose last lifecycle message is an NBIRTH")
 DEVICES_ONLINE = Gauge("metasync_devices_online", "Devices whose last lifecycle message is a DBIRTH")
+HEARTBEAT = Gauge("metasync_ingest_heartbeat_timestamp_seconds",
+                  "Unix time the main loop last went round (every <= 0.5 s); `healthcheck ingest` checks its age")

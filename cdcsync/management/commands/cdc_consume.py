@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from prometheus_client import start_http_server
 
+from cdcsync import metrics
 from cdcsync.consumer import Consumer, replication_connection
 
 log = logging.getLogger("cdcsync")
@@ -51,7 +52,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, self._stop)
         port = opts["metrics_port"] if opts["metrics_port"] is not None else settings.CDC_METRICS_PORT
         if port:
-            start_http_server(int(port))
+            start_http_server(int(port), addr=settings.METRICS_BIND_ADDRESS)
         self.delay = 1.0
         while not self.stop_requested.is_set():
             try:
@@ -74,6 +75,7 @@ class Command(BaseCommand):
             consumer = Consumer(conn)
             waited_since = None
             while not consumer.claim():
+                metrics.HEARTBEAT.set_to_current_time()  # standing by is healthy
                 if self.stop_requested.is_set():
                     return
                 if waited_since is None:
@@ -89,6 +91,7 @@ class Command(BaseCommand):
             last_gauges = 0.0
             while not self.stop_requested.is_set():
                 rows = consumer.poll_once()
+                metrics.HEARTBEAT.set_to_current_time()  # a hung poll ages it: `healthcheck cdc` fails
                 close_old_connections()
                 if time.monotonic() - last_gauges >= GAUGES_EVERY:
                     last_gauges = time.monotonic()

@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError, connection
 from prometheus_client import start_http_server
 
-from ingest import lifecycle
+from ingest import lifecycle, metrics
 from ingest.ledger import store_frame
 from ingest.mqtt import Backlog, BirthSubscriber, Frame, LedgerWriter
 from ingest.tasks import process_birth
@@ -58,7 +58,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, self._stop)
         port = opts["metrics_port"] if opts["metrics_port"] is not None else settings.INGEST_METRICS_PORT
         if port:
-            start_http_server(int(port))
+            start_http_server(int(port), addr=settings.METRICS_BIND_ADDRESS)
         backlog = Backlog(settings.INGEST_QUEUE_MAX_FRAMES, settings.INGEST_QUEUE_MAX_BYTES)
         topic = opts["topic"] or settings.MQTT_TOPIC
         topics = [str(topic)] if topic else subscriptions(settings.MQTT_SHARE_GROUP)
@@ -69,6 +69,7 @@ class Command(BaseCommand):
         last_status = time.monotonic()
         while not self.stopping:
             writer.drain_one(timeout=0.5)
+            metrics.HEARTBEAT.set_to_current_time()  # a hung loop ages it: `healthcheck ingest` fails
             if time.monotonic() - last_status >= STATUS_EVERY:
                 last_status = time.monotonic()
                 log.info("ingest alive: connected=%s stored=%d backlog=%d",
