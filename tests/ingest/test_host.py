@@ -219,8 +219,12 @@ def test_primary_host_state_birth_will_and_rebirth_of_a_bound_edge(host, tmp_pat
 
 @pytest.mark.unit
 def test_state_json_and_bdseq_round_trip():
-    """TC-45: the STATE body is the spec's JSON; anything else is not a STATE; bdSeq reads back."""
-    from sparkplug.host import read_bdseq, state_payload
+    """TC-45: the STATE body is the spec's JSON; anything else is not a STATE; bdSeq reads back;
+    the host subscriptions cover every group, with the $share prefix when asked."""
+    from sparkplug.host import read_bdseq, state_payload, subscriptions
+
+    assert subscriptions() == ["spBv1.0/+/DBIRTH/#", "spBv1.0/+/NBIRTH/#", "spBv1.0/+/NDEATH/#", "spBv1.0/+/DDEATH/#"]
+    assert subscriptions("ing")[0] == "$share/ing/spBv1.0/+/DBIRTH/#"
 
     assert parse_state(state_payload(True, 1700000000000)) == State(True, 1700000000000)
     assert parse_state(b'{"online": "yes", "timestamp": 1}') is None
