@@ -13,11 +13,13 @@ from django.db import connection, transaction
 
 
 def node_birth(group_id: str, edge: str, bd_seq: int | None, at: datetime) -> None:
+    """Node online, unless this session's NDEATH was already seen (reordered): then it stays offline."""
     with connection.cursor() as cur:
         cur.execute(
             "INSERT INTO uns_meta.node_states (group_id, edge, online, bd_seq, last_birth_at)"
             " VALUES (%s, %s, true, %s, %s) ON CONFLICT (group_id, edge) DO UPDATE"
-            " SET online = true, bd_seq = excluded.bd_seq, last_birth_at = excluded.last_birth_at",
+            " SET online = excluded.bd_seq IS DISTINCT FROM node_states.early_death_bd_seq,"
+            " bd_seq = excluded.bd_seq, last_birth_at = excluded.last_birth_at, early_death_bd_seq = NULL",
             (group_id, edge, bd_seq, at))
 
 
@@ -25,10 +27,15 @@ def node_death(group_id: str, edge: str, bd_seq: int | None, at: datetime) -> bo
     """End the node's session if ``bd_seq`` matches its NBIRTH's; returns whether it did."""
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(
-            "UPDATE uns_meta.node_states SET online = false, last_death_at = %s"
+            "UPDATE uns_meta.node_states SET online = false, last_death_at = %s, early_death_bd_seq = NULL"
             " WHERE group_id = %s AND edge = %s AND online AND bd_seq IS NOT DISTINCT FROM %s",
             (at, group_id, edge, bd_seq))
-        if cur.rowcount == 0:
+        if cur.rowcount == 0:  # an older session's death, or this one's ahead of its birth: remember it
+            cur.execute(
+                "INSERT INTO uns_meta.node_states (group_id, edge, online, early_death_bd_seq, last_death_at)"
+                " VALUES (%s, %s, false, %s, %s) ON CONFLICT (group_id, edge) DO UPDATE"
+                " SET early_death_bd_seq = excluded.early_death_bd_seq",
+                (group_id, edge, bd_seq, at))
             return False
         cur.execute("UPDATE uns_meta.device_states SET online = false, last_death_at = %s"
                     " WHERE group_id = %s AND edge = %s AND online", (at, group_id, edge))

@@ -287,6 +287,9 @@ class NodeState(models.Model):
     edge = models.TextField()
     online = models.BooleanField(default=False)
     bd_seq = models.BigIntegerField(null=True, blank=True)
+    # bdSeq of an NDEATH that arrived before its NBIRTH (replicas can reorder them): that birth
+    # then leaves the node offline.
+    early_death_bd_seq = models.BigIntegerField(null=True, blank=True)
     last_birth_at = models.DateTimeField(null=True, blank=True)
     last_death_at = models.DateTimeField(null=True, blank=True)
 

@@ -36,6 +36,7 @@ class Migration(migrations.Migration):
                 ("edge", models.TextField()),
                 ("online", models.BooleanField(default=False)),
                 ("bd_seq", models.BigIntegerField(blank=True, null=True)),
+                ("early_death_bd_seq", models.BigIntegerField(blank=True, null=True)),
                 ("last_birth_at", models.DateTimeField(blank=True, null=True)),
                 ("last_death_at", models.DateTimeField(blank=True, null=True)),
             ],

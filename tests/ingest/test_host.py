@@ -217,10 +217,36 @@ def test_primary_host_state_birth_will_and_rebirth_of_a_bound_edge(host, tmp_pat
         assert NodeState.objects.get(group_id=g, edge="Edge1").online
 
 
+@transactional
+def test_primary_host_republishes_state_after_a_reconnect(host):
+    """TC-45: ingest's connection is taken over (a client with its client id connects and leaves): the
+    broker publishes the will (offline, the birth's timestamp); paho reconnects and ingest publishes a
+    new online STATE with a newer timestamp, the will re-armed with it."""
+    with StateWatch(host.host_id) as watch:
+        first = watch.next()
+        assert first is not None and first.online, first
+        intruder = make_client(mqtt_config(client_id=host.env["MQTT_CLIENT_ID"]))
+        config = mqtt_config()
+        intruder.connect(config.host, config.port)
+        intruder.loop_start()
+        try:
+            assert watch.next() == State(False, first.timestamp)
+        finally:
+            intruder.disconnect()
+            intruder.loop_stop()
+        again = watch.next()
+        assert again is not None and again.online and again.timestamp > first.timestamp, again
+        host.wait_subscribed()
+
+
 @pytest.mark.unit
 def test_state_json_and_bdseq_round_trip():
-    """TC-45: the STATE body is the spec's JSON; anything else is not a STATE; bdSeq reads back."""
-    from sparkplug.host import read_bdseq, state_payload
+    """TC-45: the STATE body is the spec's JSON; anything else is not a STATE; bdSeq reads back;
+    the host subscriptions cover every group, with the $share prefix when asked."""
+    from sparkplug.host import read_bdseq, state_payload, subscriptions
+
+    assert subscriptions() == ["spBv1.0/+/DBIRTH/#", "spBv1.0/+/NBIRTH/#", "spBv1.0/+/NDEATH/#", "spBv1.0/+/DDEATH/#"]
+    assert subscriptions("ing")[0] == "$share/ing/spBv1.0/+/DBIRTH/#"
 
     assert parse_state(state_payload(True, 1700000000000)) == State(True, 1700000000000)
     assert parse_state(b'{"online": "yes", "timestamp": 1}') is None
