@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from catalog import review
 from catalog.forms import OverrideForm, show
 from catalog.models import (
     Device,
@@ -181,3 +182,59 @@ class LineageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("changed_at", "metric", "old_path", "new_path", "reason", "changed_by")
     search_fields = ("old_path", "new_path")
     list_select_related = ("metric",)
+
+
+class NeedsReviewFilter(admin.SimpleListFilter):
+    title = "review"
+    parameter_name = "review"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("needed", "Needs review (edge value changed)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return review.needs_review(queryset) if self.value() == "needed" else queryset
+
+
+@admin.register(PropertyOverride)
+class PropertyOverrideAdmin(admin.ModelAdmin):
+    """Every steward override; "Needs review" lists those whose edge value changed since they were set."""
+
+    list_display = ("metric", "key", "shown_override", "edge_when_set", "edge_now", "updated_by", "updated_at")
+    list_filter = (NeedsReviewFilter, "key", "updated_by")
+    search_fields = ("metric__uns_path", "key")
+    list_select_related = ("metric",)
+    show_full_result_count = False
+    actions = ["keep_override", "accept_edge_value"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return review.with_edge_now(super().get_queryset(request))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # overrides are added on the metric page, where the edge's keys and types are known
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False if obj is not None else super().has_change_permission(request, obj)
+
+    @admin.display(description="override")
+    def shown_override(self, obj: PropertyOverride) -> str:
+        return show(obj.value, obj.is_null)
+
+    @admin.display(description="edge value when set")
+    def edge_when_set(self, obj: PropertyOverride) -> str:
+        return review.snapshot_text(obj.edge_seen)
+
+    @admin.display(description="edge value now")
+    def edge_now(self, obj: PropertyOverride) -> str:
+        return review.snapshot_text(getattr(obj, "edge_now", None))
+
+    @admin.action(description="Keep override (against the new edge value)", permissions=["change"])
+    def keep_override(self, request: HttpRequest, queryset: QuerySet[PropertyOverride]) -> None:
+        count = review.keep(queryset, request.user.get_username())
+        messages.info(request, f"{count} override(s) kept; each is versioned. Those not needing review were left "
+                               "alone.")
+
+    @admin.action(description="Accept edge value (remove the override)", permissions=["delete"])
+    def accept_edge_value(self, request: HttpRequest, queryset: QuerySet[PropertyOverride]) -> None:
+        count = review.accept_edge(queryset, request.user.get_username())
+        messages.info(request, f"{count} override(s) removed: the edge value applies and goes to Canary. "
+                               "Those not needing review were left alone.")

@@ -140,3 +140,25 @@ def test_steward_watches_delivery_and_repairs_a_device_canary_lost(steward_page,
     in_canary(stack, m, "Hi", 1450.0, "the kiln temperature in Canary again")
     in_canary(stack, sibling, "engUnit", "bar", "the kiln pressure in Canary again")
     stack.wait_for(lambda: reloaded_state() == "in sync", 30, "the panel to say in sync again")
+
+
+def test_steward_reviews_an_override_whose_edge_value_changed(steward_page, delivery_stack, screenshot):
+    """TC-44: needs-review journey — the edge changes a value the steward had overridden; the override is
+    listed under "Needs review" with the edge value then and now; "Accept edge value" removes it (audited)
+    and the Canary mock holds the new edge value."""
+    page, stack = steward_page, delivery_stack
+    m = kiln_metric()
+    PropertyOverride.objects.create(metric=m, key="engUnit", type="string", string_value="K", updated_by="ana")
+    in_canary(stack, m, "engUnit", "K", "the override in Canary")
+    MetricProperty.objects.filter(metric=m, key="engUnit").update(string_value="°F")  # a later birth
+    page.goto(f"{page.base_url}/admin/catalog/propertyoverride/?review=needed")
+    listing = page.locator("#result_list").inner_text()
+    assert m.uns_path in listing and "°C" in listing and "°F" in listing
+    screenshot(page, "needs-review")
+    page.check("#action-toggle")
+    page.select_option("select[name=action]", "accept_edge_value")
+    page.click("button[name=index]")
+    page.wait_for_load_state()
+    assert "1 override(s) removed" in page.locator(".messagelist").inner_text()
+    assert not PropertyOverride.objects.filter(metric=m).exists()
+    in_canary(stack, m, "engUnit", "°F", "the edge value in Canary")
