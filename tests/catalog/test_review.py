@@ -32,7 +32,8 @@ def overridden():
     out = []
     for name in ("Maceira/Kiln/P1", "Maceira/Kiln/P2"):
         m = metric(dev, name)
-        MetricProperty.objects.create(metric=m, key="engUnit", sparkplug_type=T.String, type="string", string_value="°C")
+        MetricProperty.objects.create(metric=m, key="engUnit", sparkplug_type=T.String, type="string",
+                                      string_value="°C")
         PropertyOverride.objects.create(metric=m, key="engUnit", type="string", string_value="bar", updated_by="ana")
         out.append(m)
     return out
