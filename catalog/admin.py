@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html_join
 
-from catalog import review
+from catalog import history, review
 from catalog.forms import OverrideForm, show
 from catalog.models import (
     Device,
@@ -83,8 +82,7 @@ class MetricVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
 
     @admin.display(description="change")
     def diff(self, obj: MetricVersion) -> str:
-        return format_html("<pre style='white-space:pre-wrap;margin:0'>{}</pre>",
-                           json.dumps(obj.change, ensure_ascii=False, indent=1, default=str))
+        return readable(obj)
 
 
 class LineageInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -168,13 +166,25 @@ class MetricAdmin(admin.ModelAdmin):
         record_steward_edit(form.instance, before, after, user)
 
 
+class VersionPlantFilter(PlantFilter):
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(metric__plant=self.value()) if self.value() else queryset
+
+
 @admin.register(MetricVersion)
 class MetricVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("changed_at", "metric", "kind", "changed_by")
-    list_filter = ("kind",)
+    """History that reads: each version's keys as "key: old → new" lines, by whom, when, of what kind."""
+
+    list_display = ("changed_at", "metric", "kind", "changed_by", "change_lines")
+    list_filter = ("kind", VersionPlantFilter, ("metric__device", admin.RelatedOnlyFieldListFilter), "changed_at")
+    date_hierarchy = "changed_at"
     search_fields = ("metric__uns_path", "changed_by")
     list_select_related = ("metric",)
     show_full_result_count = False
+
+    @admin.display(description="change")
+    def change_lines(self, obj: MetricVersion) -> str:
+        return readable(obj)
 
 
 @admin.register(MetricPathLineage)
@@ -238,3 +248,9 @@ class PropertyOverrideAdmin(admin.ModelAdmin):
         count = review.accept_edge(queryset, request.user.get_username())
         messages.info(request, f"{count} override(s) removed: the edge value applies and goes to Canary. "
                                "Those not needing review were left alone.")
+
+
+def readable(version: MetricVersion) -> str:
+    """A version's key-level lines, one per key ("engUnit: °C → bar")."""
+    return format_html_join("", "<div class='change-line'>{}</div>",
+                            ((str(line),) for line in history.lines(version.change)))
