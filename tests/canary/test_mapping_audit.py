@@ -49,6 +49,7 @@ def test_mapping_add_change_are_audited_with_one_line_inputs(client, steward):
 
     admin_user = User.objects.create_superuser("root", password="not-a-real-password-2")
     client.force_login(admin_user)  # stewards may not delete mapping rows; an administrator may
-    assert client.post(reverse("admin:canary_propertymapping_delete", args=[row.pk]), {"post": "yes"}).status_code == 302
+    deleted = client.post(reverse("admin:canary_propertymapping_delete", args=[row.pk]), {"post": "yes"})
+    assert deleted.status_code == 302
     removed = MappingChange.objects.filter(key="engUnit").first()
     assert (removed.action, removed.after, removed.changed_by) == ("removed", None, "steward:root")
