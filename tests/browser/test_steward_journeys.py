@@ -84,6 +84,10 @@ def test_steward_corrects_a_double_property_and_canary_receives_it(steward_page,
     override = PropertyOverride.objects.get(metric=m, key="Hi")
     assert (override.value, override.updated_by, override.note) == (250.5, "ana", "sensor range corrected")
     in_canary(stack, m, "Hi", 250.5, "the override in Canary")
+    page.goto(f"{page.base_url}/admin/catalog/metricversion/?kind__exact=steward")
+    history = page.locator("#result_list").inner_text()
+    assert "Hi (override): (none) → 250.5" in history and "steward:ana" in history  # history that reads
+    screenshot(page, "history")
 
 
 def test_steward_adds_a_new_key_with_a_type(steward_page, delivery_stack):
