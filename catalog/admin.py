@@ -43,13 +43,20 @@ class MetricPropertyInline(ReadOnlyAdminMixin, admin.TabularInline):
 
     @admin.display(description="override")
     def override_value(self, obj: MetricProperty) -> str:
-        override = PropertyOverride.objects.filter(metric_id=obj.metric_id, key=obj.key).first()
+        override = self._overrides(obj.metric_id).get(obj.key)
         return "—" if override is None else show(override.value, override.is_null)
 
     @admin.display(description="effective value")
     def effective_value(self, obj: MetricProperty) -> str:
-        override = PropertyOverride.objects.filter(metric_id=obj.metric_id, key=obj.key).first()
+        override = self._overrides(obj.metric_id).get(obj.key)
         return show(obj.value, obj.is_null) if override is None else show(override.value, override.is_null)
+
+    def _overrides(self, metric_id: int) -> dict[str, PropertyOverride]:
+        """The metric's overrides, read once per page (inline instances live for one request)."""
+        cache: dict[int, dict[str, PropertyOverride]] = self.__dict__.setdefault("_override_cache", {})
+        if metric_id not in cache:
+            cache[metric_id] = {o.key: o for o in PropertyOverride.objects.filter(metric_id=metric_id)}
+        return cache[metric_id]
 
 
 class PropertyOverrideInline(admin.TabularInline):

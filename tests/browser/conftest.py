@@ -3,7 +3,7 @@
 Playwright cannot download its own browser here, so it launches ``/usr/bin/chromium`` (the Debian
 package the Makefile ``tools`` target installs; ``CHROMIUM`` overrides the path). Fixtures:
 
-- ``browser``: one headless Chromium for the session.
+- ``browser``: one headless Chromium per test module.
 - ``delivery_stack``: the daemons that carry a steward's change to Canary — CDC (``cdc_consume``),
   celery beat (the periodic flush), a canary worker (the pushes) and the in-process Canary mock
   (``stack.canary``) — against the test database, so a journey ends by reading the mock.
@@ -54,7 +54,7 @@ def restore_seed_rows() -> None:
                 operation.code(apps, None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
