@@ -166,3 +166,25 @@ def test_steward_reviews_an_override_whose_edge_value_changed(steward_page, deli
     assert "1 override(s) removed" in page.locator(".messagelist").inner_text()
     assert not PropertyOverride.objects.filter(metric=m).exists()
     in_canary(stack, m, "engUnit", "°F", "the edge value in Canary")
+
+
+def test_steward_sees_a_quarantined_tag_and_pushes_it_once_canary_accepts(steward_page, delivery_stack, screenshot):
+    """TC-44: delivery panel, quarantine — Canary refuses the tag: the panel says quarantined with Canary's
+    reason; once Canary accepts it again, "Push now" delivers it and the panel returns to in sync."""
+    page, stack = steward_page, delivery_stack
+    m = kiln_metric()
+    stack.canary.set_faults(tag_errors=[m.canary_id])
+    url = f"{page.base_url}/admin/catalog/metric/{m.pk}/change/"
+
+    def reloaded_state() -> str:
+        page.goto(url)
+        return panel_state(page)
+
+    stack.wait_for(lambda: reloaded_state().startswith("quarantined"), DELIVERY_TIMEOUT, "the panel to say quarantined")
+    assert "injected error" in panel_state(page)  # Canary's own words
+    screenshot(page, "delivery-quarantined")
+    stack.canary.set_faults()  # Canary accepts the tag again
+    page.click("#delivery-panel button:has-text('Push now')")
+    page.wait_for_load_state()
+    in_canary(stack, m, "Hi", 1450.0, "the tag in Canary after Push now")
+    stack.wait_for(lambda: reloaded_state() == "in sync", 30, "the panel to say in sync")
