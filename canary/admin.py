@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -16,9 +18,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
-from canary import delivery, quarantine
+from canary import delivery, mapping, quarantine
 from canary.mapping import resync_key
-from canary.models import PropertyMapping, PushBatch, Quarantine, SyncState
+from canary.models import MappingChange, PropertyMapping, PushBatch, Quarantine, SyncState
 from catalog.admin import MetricAdmin
 from catalog.forms import show
 from catalog.models import Metric
@@ -30,14 +32,24 @@ class PropertyMappingAdmin(admin.ModelAdmin):
     list_display = ("key", "canary_name", "include", "note")
     list_editable = ("canary_name", "include")
     search_fields = ("key", "canary_name")
+    # one-line inputs: a key, a Canary name and a note are single lines
+    formfield_overrides = {models.TextField: {"widget": forms.TextInput(attrs={"size": 40})}}
 
     def save_model(self, request: HttpRequest, obj: PropertyMapping, form, change) -> None:  # type: ignore[no-untyped-def]
+        before = mapping.snapshot(PropertyMapping.objects.filter(pk=obj.pk).first()) if obj.pk else None
         super().save_model(request, obj, form, change)
+        mapping.record_change(obj.key, before, mapping.snapshot(obj), request.user.get_username())
         self._resync_key(request, obj.key)
 
     def delete_model(self, request: HttpRequest, obj: PropertyMapping) -> None:
+        before = mapping.snapshot(obj)
         super().delete_model(request, obj)
+        mapping.record_change(obj.key, before, None, request.user.get_username())
         self._resync_key(request, obj.key)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[PropertyMapping]) -> None:
+        for obj in queryset:
+            self.delete_model(request, obj)
 
     def _resync_key(self, request: HttpRequest, key: str) -> None:
         count = resync_key(key)
@@ -46,6 +58,16 @@ class PropertyMappingAdmin(admin.ModelAdmin):
 
 class ReadOnly(ReadOnlyAdminMixin, admin.ModelAdmin):
     pass
+
+
+@admin.register(MappingChange)
+class MappingChangeAdmin(ReadOnly):
+    """Who changed the property mapping, when, from what to what."""
+
+    list_display = ("changed_at", "key", "action", "before", "after", "changed_by")
+    list_filter = ("action", "changed_at")
+    search_fields = ("key", "changed_by")
+    date_hierarchy = "changed_at"
 
 
 @admin.register(PushBatch)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html_join
 
+from catalog import history, review
 from catalog.admin_bulk import BulkAdminMixin
 from catalog.admin_scale import DeviceFilter, EstimatedCountPaginator, PlantFilter
 from catalog.forms import OverrideForm, show
@@ -61,13 +61,20 @@ class MetricPropertyInline(ReadOnlyAdminMixin, admin.TabularInline):
 
     @admin.display(description="override")
     def override_value(self, obj: MetricProperty) -> str:
-        override = PropertyOverride.objects.filter(metric_id=obj.metric_id, key=obj.key).first()
+        override = self._overrides(obj.metric_id).get(obj.key)
         return "—" if override is None else show(override.value, override.is_null)
 
     @admin.display(description="effective value")
     def effective_value(self, obj: MetricProperty) -> str:
-        override = PropertyOverride.objects.filter(metric_id=obj.metric_id, key=obj.key).first()
+        override = self._overrides(obj.metric_id).get(obj.key)
         return show(obj.value, obj.is_null) if override is None else show(override.value, override.is_null)
+
+    def _overrides(self, metric_id: int) -> dict[str, PropertyOverride]:
+        """The metric's overrides, read once per page (inline instances live for one request)."""
+        cache: dict[int, dict[str, PropertyOverride]] = self.__dict__.setdefault("_override_cache", {})
+        if metric_id not in cache:
+            cache[metric_id] = {o.key: o for o in PropertyOverride.objects.filter(metric_id=metric_id)}
+        return cache[metric_id]
 
 
 class PropertyOverrideInline(admin.TabularInline):
@@ -100,8 +107,7 @@ class MetricVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
 
     @admin.display(description="change")
     def diff(self, obj: MetricVersion) -> str:
-        return format_html("<pre style='white-space:pre-wrap;margin:0'>{}</pre>",
-                           json.dumps(obj.change, ensure_ascii=False, indent=1, default=str))
+        return readable(obj)
 
 
 class LineageInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -205,13 +211,25 @@ class MetricAdmin(BulkAdminMixin, admin.ModelAdmin):
         record_steward_edit(form.instance, before, after, user)
 
 
+class VersionPlantFilter(PlantFilter):
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(metric__plant=self.value()) if self.value() else queryset
+
+
 @admin.register(MetricVersion)
 class MetricVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("changed_at", "metric", "kind", "changed_by")
-    list_filter = ("kind",)
+    """History that reads: each version's keys as "key: old → new" lines, by whom, when, of what kind."""
+
+    list_display = ("changed_at", "metric", "kind", "changed_by", "change_lines")
+    list_filter = ("kind", VersionPlantFilter, ("metric__device", admin.RelatedOnlyFieldListFilter), "changed_at")
+    date_hierarchy = "changed_at"
     search_fields = ("metric__uns_path", "changed_by")
     list_select_related = ("metric",)
     show_full_result_count = False
+
+    @admin.display(description="change")
+    def change_lines(self, obj: MetricVersion) -> str:
+        return readable(obj)
 
 
 @admin.register(MetricPathLineage)
@@ -219,3 +237,65 @@ class LineageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("changed_at", "metric", "old_path", "new_path", "reason", "changed_by")
     search_fields = ("old_path", "new_path")
     list_select_related = ("metric",)
+
+
+class NeedsReviewFilter(admin.SimpleListFilter):
+    title = "review"
+    parameter_name = "review"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("needed", "Needs review (edge value changed)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return review.needs_review(queryset) if self.value() == "needed" else queryset
+
+
+@admin.register(PropertyOverride)
+class PropertyOverrideAdmin(admin.ModelAdmin):
+    """Every steward override; "Needs review" lists those whose edge value changed since they were set."""
+
+    list_display = ("metric", "key", "shown_override", "edge_when_set", "edge_now", "updated_by", "updated_at")
+    list_filter = (NeedsReviewFilter, "key", "updated_by")
+    search_fields = ("metric__uns_path", "key")
+    list_select_related = ("metric",)
+    show_full_result_count = False
+    actions = ["keep_override", "accept_edge_value"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return review.with_edge_now(super().get_queryset(request))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # overrides are added on the metric page, where the edge's keys and types are known
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False if obj is not None else super().has_change_permission(request, obj)
+
+    @admin.display(description="override")
+    def shown_override(self, obj: PropertyOverride) -> str:
+        return show(obj.value, obj.is_null)
+
+    @admin.display(description="edge value when set")
+    def edge_when_set(self, obj: PropertyOverride) -> str:
+        return review.snapshot_text(obj.edge_seen)
+
+    @admin.display(description="edge value now")
+    def edge_now(self, obj: PropertyOverride) -> str:
+        return review.snapshot_text(getattr(obj, "edge_now", None))
+
+    @admin.action(description="Keep override (against the new edge value)", permissions=["change"])
+    def keep_override(self, request: HttpRequest, queryset: QuerySet[PropertyOverride]) -> None:
+        count = review.keep(queryset, request.user.get_username())
+        messages.info(request, f"{count} override(s) kept; each is versioned. Those not needing review were left "
+                               "alone.")
+
+    @admin.action(description="Accept edge value (remove the override)", permissions=["delete"])
+    def accept_edge_value(self, request: HttpRequest, queryset: QuerySet[PropertyOverride]) -> None:
+        count = review.accept_edge(queryset, request.user.get_username())
+        messages.info(request, f"{count} override(s) removed: the edge value applies and goes to Canary. "
+                               "Those not needing review were left alone.")
+
+
+def readable(version: MetricVersion) -> str:
+    """A version's key-level lines, one per key ("engUnit: °C → bar")."""
+    return format_html_join("", "<div class='change-line'>{}</div>",
+                            ((str(line),) for line in history.lines(version.change)))

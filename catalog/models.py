@@ -174,6 +174,9 @@ class PropertyOverride(Timestamped, TypedValue):
     key = models.TextField()
     note = models.TextField(blank=True, default="")
     updated_by = models.TextField(editable=False, default="")
+    # Set by a trigger on every write (migration 0006): what a later birth is compared with (catalog.review).
+    edge_seen = models.JSONField(editable=False, null=True,
+                                 help_text="the edge's type and value when the override was last set or kept")
 
     class Meta:
         db_table = 'uns_meta"."property_overrides'

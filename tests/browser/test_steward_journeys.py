@@ -84,6 +84,10 @@ def test_steward_corrects_a_double_property_and_canary_receives_it(steward_page,
     override = PropertyOverride.objects.get(metric=m, key="Hi")
     assert (override.value, override.updated_by, override.note) == (250.5, "ana", "sensor range corrected")
     in_canary(stack, m, "Hi", 250.5, "the override in Canary")
+    page.goto(f"{page.base_url}/admin/catalog/metricversion/?kind__exact=steward")
+    history = page.locator("#result_list").inner_text()
+    assert "Hi (override): (none) → 250.5" in history and "steward:ana" in history  # history that reads
+    screenshot(page, "history")
 
 
 def test_steward_adds_a_new_key_with_a_type(steward_page, delivery_stack):
@@ -140,3 +144,47 @@ def test_steward_watches_delivery_and_repairs_a_device_canary_lost(steward_page,
     in_canary(stack, m, "Hi", 1450.0, "the kiln temperature in Canary again")
     in_canary(stack, sibling, "engUnit", "bar", "the kiln pressure in Canary again")
     stack.wait_for(lambda: reloaded_state() == "in sync", 30, "the panel to say in sync again")
+
+
+def test_steward_reviews_an_override_whose_edge_value_changed(steward_page, delivery_stack, screenshot):
+    """TC-44: needs-review journey — the edge changes a value the steward had overridden; the override is
+    listed under "Needs review" with the edge value then and now; "Accept edge value" removes it (audited)
+    and the Canary mock holds the new edge value."""
+    page, stack = steward_page, delivery_stack
+    m = kiln_metric()
+    PropertyOverride.objects.create(metric=m, key="engUnit", type="string", string_value="K", updated_by="ana")
+    in_canary(stack, m, "engUnit", "K", "the override in Canary")
+    MetricProperty.objects.filter(metric=m, key="engUnit").update(string_value="°F")  # a later birth
+    page.goto(f"{page.base_url}/admin/catalog/propertyoverride/?review=needed")
+    listing = page.locator("#result_list").inner_text()
+    assert m.uns_path in listing and "°C" in listing and "°F" in listing
+    screenshot(page, "needs-review")
+    page.check("#action-toggle")
+    page.select_option("select[name=action]", "accept_edge_value")
+    page.click("button[name=index]")
+    page.wait_for_load_state()
+    assert "1 override(s) removed" in page.locator(".messagelist").inner_text()
+    assert not PropertyOverride.objects.filter(metric=m).exists()
+    in_canary(stack, m, "engUnit", "°F", "the edge value in Canary")
+
+
+def test_steward_sees_a_quarantined_tag_and_pushes_it_once_canary_accepts(steward_page, delivery_stack, screenshot):
+    """TC-44: delivery panel, quarantine — Canary refuses the tag: the panel says quarantined with Canary's
+    reason; once Canary accepts it again, "Push now" delivers it and the panel returns to in sync."""
+    page, stack = steward_page, delivery_stack
+    m = kiln_metric()
+    stack.canary.set_faults(tag_errors=[m.canary_id])
+    url = f"{page.base_url}/admin/catalog/metric/{m.pk}/change/"
+
+    def reloaded_state() -> str:
+        page.goto(url)
+        return panel_state(page)
+
+    stack.wait_for(lambda: reloaded_state().startswith("quarantined"), DELIVERY_TIMEOUT, "the panel to say quarantined")
+    assert "injected error" in panel_state(page)  # Canary's own words
+    screenshot(page, "delivery-quarantined")
+    stack.canary.set_faults()  # Canary accepts the tag again
+    page.click("#delivery-panel button:has-text('Push now')")
+    page.wait_for_load_state()
+    in_canary(stack, m, "Hi", 1450.0, "the tag in Canary after Push now")
+    stack.wait_for(lambda: reloaded_state() == "in sync", 30, "the panel to say in sync")
