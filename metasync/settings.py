@@ -423,3 +423,12 @@ MONITORING_TOKEN = env.string("MONITORING_TOKEN", None, secret=True)
 # Address of the daemons' own metrics servers (ingest, cdc, workers): loopback by default; compose
 # sets 0.0.0.0 on its internal network, where only Prometheus reaches them (no published port).
 METRICS_BIND_ADDRESS = env.string("METRICS_BIND_ADDRESS", "127.0.0.1")
+
+# --- behind the TLS-terminating proxy (compose's Caddy; docs/security.md, "HTTPS") ----------
+# The proxy sets X-Forwarded-Proto: https, so Django builds https URLs, marks requests secure and
+# accepts the Secure session/CSRF cookies; never set it without such a proxy in front.
+DJANGO_BEHIND_TLS_PROXY = env.boolean("DJANGO_BEHIND_TLS_PROXY", False)
+if DJANGO_BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Strict-Transport-Security max-age on HTTPS responses (0: not sent; compose: one year).
+SECURE_HSTS_SECONDS = env.integer("DJANGO_HSTS_SECONDS", 0, minimum=0)

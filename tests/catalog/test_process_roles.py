@@ -3,6 +3,7 @@ daemons running as the application and CDC roles (docs/security.md, "Roles")."""
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from pathlib import Path
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 
 from catalog.models import MetricVersion
 from devtools.edge import synthetic_birth
@@ -69,3 +71,14 @@ def test_each_process_kind_runs_with_its_role(tmp_path: Path):
         assert mock is not None
         stack.wait_for(lambda: sum(group in tag for tag in mock.state()["tags"]) >= 3, 90,
                        "the birth's metrics in the Canary mock")
+
+
+def test_prepare_database_migrates_then_grants_the_roles():
+    """SEC-04: compose's `migrate` one-shot (`prepare_database`) leaves the roles with their grants."""
+    out = io.StringIO()
+    call_command("prepare_database", verbosity=0, stdout=out)
+    name = settings.DATABASES["default"]["NAME"]
+    assert f"roles metasync_app and metasync_cdc are set up on {name}" in out.getvalue()
+    with _app_connection() as conn:
+        assert conn.execute("SELECT has_table_privilege('uns_meta.metric_versions', 'INSERT'),"
+                            " has_table_privilege('uns_meta.metric_versions', 'DELETE')").fetchone() == (True, False)

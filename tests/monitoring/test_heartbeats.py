@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -43,10 +44,16 @@ def test_healthcheck_fails_when_the_main_loop_stops(daemon_page, process):
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_ingest_and_cdc_export_a_fresh_heartbeat(tmp_path: Path):
-    """OBS-01: the real ingest_births and cdc_consume stamp their heartbeat as their loops go round."""
+    """OBS-01: the real ingest_births and cdc_consume stamp their heartbeat as their loops go round
+    (and serve it on 127.0.0.1 only)."""
     with running_stack(tmp_path, components=("ingest", "cdc")) as stack:
         for scrape, name in ((stack.metrics, "metasync_ingest_heartbeat_timestamp_seconds"),
                              (stack.cdc_metrics, "metasync_cdc_heartbeat_timestamp_seconds")):
             stack.wait_for(lambda s=scrape, n=name: time.time() - s().get(n, 0.0) < 5, 30, f"{name} within 5 s")
         call_command("healthcheck", "ingest", "--port", str(stack.metrics_port), "--max-age", "5")
         call_command("healthcheck", "cdc", "--port", str(stack.cdc_metrics_port), "--max-age", "5")
+        # and their metrics servers listen on loopback only (METRICS_BIND_ADDRESS, docs/security.md)
+        ports = {stack.metrics_port, stack.cdc_metrics_port}
+        listening = {c.laddr.port: c.laddr.ip for c in psutil.net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port in ports}
+        assert listening == dict.fromkeys(ports, "127.0.0.1")

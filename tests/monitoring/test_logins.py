@@ -59,3 +59,24 @@ def test_failed_login_is_logged_with_the_address_never_the_password(caplog, admi
     assert "203.0.113.9" in lines[0].getMessage() and username in lines[0].getMessage()
     assert lines[0].client_address == "203.0.113.9"  # type: ignore[attr-defined]
     assert all(wrong not in r.getMessage() and wrong not in str(r.__dict__) for r in caplog.records)
+
+
+def test_admin_login_over_https_behind_the_proxy(settings, admin_user):
+    """SEC-06: behind the TLS proxy (X-Forwarded-Proto: https) the admin login works with Secure
+    cookies and HSTS; the same request without the proxy header is not taken for HTTPS."""
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_HSTS_SECONDS = 31536000
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = True
+    settings.CSRF_TRUSTED_ORIGINS = ["https://testserver"]  # the public name, as compose sets it
+    username, password = admin_user
+    client = Client(enforce_csrf_checks=True)
+    page = client.get(LOGIN, HTTP_X_FORWARDED_PROTO="https")
+    assert page["Strict-Transport-Security"] == "max-age=31536000"
+    assert page.cookies["csrftoken"]["secure"]
+    token = page.cookies["csrftoken"].value
+    answer = client.post(LOGIN, {"username": username, "password": password, "next": "/admin/",
+                                 "csrfmiddlewaretoken": token}, HTTP_X_FORWARDED_PROTO="https",
+                         HTTP_REFERER="https://testserver/admin/login/")
+    assert answer.status_code == 302 and answer["Location"] == "/admin/"
+    assert answer.cookies["sessionid"]["secure"]
+    assert "Strict-Transport-Security" not in Client().get(LOGIN)  # plain HTTP: no HSTS
