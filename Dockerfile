@@ -56,4 +56,4 @@ USER metasync
 EXPOSE 8000
 ENTRYPOINT ["/usr/bin/tini", "--"]
 # The web process; every other process overrides the command (docker-compose.yml).
-CMD ["gunicorn", "metasync.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+CMD ["gunicorn", "metasync.wsgi:application", "-c", "python:metasync.gunicorn_conf", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]

@@ -14,6 +14,7 @@ DEVSTACK := $(PY) scripts/devstack
 LOGS := .devstack/logs
 
 .PHONY: help venv tools devstack migrate test demo up down status bench bench-ingest bench-sync bench-scale lint proto clean
+.PHONY: bench-scaleout
 
 help:
 	@echo "make demo          start everything locally and show it (Ctrl-C stops)"
@@ -60,6 +61,7 @@ tools:
 
 migrate: devstack
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py setup_roles >/dev/null  # the per-process roles' grants (docs/security.md)
 
 # Stages (scripts/check): lint, import rules, types, pure unit tests, the suite against the dev stack,
 # the coverage floor; a per-stage summary, artifacts of a failed run kept in .ci/artifacts/.
@@ -112,3 +114,7 @@ bench-admin: migrate
 
 clean: down
 	rm -rf .devstack
+
+# 2 ingest replicas + 3 births workers vs 1 + 1 on a 200 x 5,000-metric burst; CDC takeover (docs/scaling.md)
+bench-scaleout: migrate
+	$(PY) bench/scaleout.py

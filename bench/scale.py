@@ -29,6 +29,7 @@ tag equal the catalog's effective mapped properties.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -115,7 +116,11 @@ def publish(topic: str, payload: bytes) -> float:
     """Publish with QoS 1; returns the wall-clock time the publication started."""
     from metasync.mqtt import config_from_settings, make_client
 
-    client = make_client(config_from_settings(client_id=f"bench-scale-{os.getpid()}"))
+    config = config_from_settings(client_id=f"bench-scale-{os.getpid()}")
+    user = os.environ.get("DEVSTACK_MQTT_DEVTOOLS_USERNAME")
+    if user:  # births are published as the dev stack's `devtools` user: ingest's may not (docs/security.md)
+        config = dataclasses.replace(config, username=user, password=os.environ["DEVSTACK_MQTT_DEVTOOLS_PASSWORD"])
+    client = make_client(config)
     client.max_inflight_messages_set(1)
     from django.conf import settings
 

@@ -6,3 +6,8 @@ class CanaryConfig(AppConfig):
 
     name = "canary"
     verbose_name = "Canary"
+
+    def ready(self) -> None:
+        # Connects the receivers (canary.receivers). Imported here, not at the top: a module that
+        # imports models may only load once the app registry is ready.
+        from canary import receivers  # noqa: F401, PLC0415

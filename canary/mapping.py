@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import connection
 
+from canary.models import MappingChange, PropertyMapping
 from cdcsync.pending import mark_now
 
 
@@ -16,3 +17,18 @@ def resync_key(key: str) -> int:
                     [key, key])
         ids = [r[0] for r in cur.fetchall()]
     return mark_now(ids, reason="mapping")
+
+
+def snapshot(mapping: PropertyMapping | None) -> dict | None:
+    if mapping is None:
+        return None
+    return {"canary_name": mapping.canary_name, "include": mapping.include, "note": mapping.note}
+
+
+def record_change(key: str, before: dict | None, after: dict | None, user: str) -> MappingChange | None:
+    """Audit one mapping row's change (``before``/``after`` from :func:`snapshot`); nothing if equal."""
+    if before == after:
+        return None
+    action = "added" if before is None else "removed" if after is None else "changed"
+    return MappingChange.objects.create(key=key, action=action, before=before, after=after,
+                                        changed_by=f"steward:{user}")

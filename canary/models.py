@@ -131,3 +131,22 @@ class Quarantine(models.Model):
 
     def __str__(self) -> str:
         return self.canary_id
+
+
+class MappingChange(models.Model):
+    """Audit of the property mapping: who changed which key's Canary name or inclusion, when, from what."""
+
+    key = models.TextField()
+    action = models.CharField(max_length=16)  # added, changed, removed
+    before = models.JSONField(null=True)  # {"canary_name", "include", "note"}; None when added
+    after = models.JSONField(null=True)  # None when removed
+    changed_by = models.TextField()  # "steward:<username>"
+    changed_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        db_table = 'uns_meta"."canary_property_map_changes'
+        ordering = ["-id"]
+        verbose_name = "property mapping change"
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.action} by {self.changed_by}"

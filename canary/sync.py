@@ -159,6 +159,19 @@ def _claim_due(limit: int) -> list[int]:
         return claimed
 
 
+def preview_rows(metric_ids: list[int]) -> dict[str, list[list]]:
+    """The storeData rows a flush of these metrics would send now, by tag (a dry run's preview:
+    the same diff as :func:`flush_once`, nothing claimed or stored)."""
+    acked = _acked_states(metric_ids)
+    ts = canary_timestamp()
+    out: dict[str, list[list]] = {}
+    for mid, target in sorted(effective_targets(metric_ids, load_mapping()).items()):
+        rows = [] if target.retired else diff_rows(target, acked.get(mid), ts)
+        if rows:
+            out[target.canary_id] = rows
+    return out
+
+
 def _acked_states(ids: list[int]) -> dict[int, tuple[str, dict]]:
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cur:  # server-side binding (see id_array)

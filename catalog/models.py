@@ -174,6 +174,9 @@ class PropertyOverride(Timestamped, TypedValue):
     key = models.TextField()
     note = models.TextField(blank=True, default="")
     updated_by = models.TextField(editable=False, default="")
+    # Set by a trigger on every write (migration 0006): what a later birth is compared with (catalog.review).
+    edge_seen = models.JSONField(editable=False, null=True,
+                                 help_text="the edge's type and value when the override was last set or kept")
 
     class Meta:
         db_table = 'uns_meta"."property_overrides'
@@ -275,3 +278,50 @@ class StagedImport(models.Model):
 
     def __str__(self) -> str:
         return self.filename
+
+
+class NodeState(models.Model):
+    """Lifecycle of a Sparkplug edge node, from its NBIRTH/NDEATH (docs/sparkplug.md, "Lifecycle").
+
+    ``bd_seq`` is the NBIRTH's birth/death sequence number: only an NDEATH carrying the same value
+    ends this session (an older session's death arrives late after a reconnect)."""
+
+    group_id = models.TextField()
+    edge = models.TextField()
+    online = models.BooleanField(default=False)
+    bd_seq = models.BigIntegerField(null=True, blank=True)
+    # bdSeq of an NDEATH that arrived before its NBIRTH (replicas can reorder them): that birth
+    # then leaves the node offline.
+    early_death_bd_seq = models.BigIntegerField(null=True, blank=True)
+    last_birth_at = models.DateTimeField(null=True, blank=True)
+    last_death_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = 'uns_meta"."node_states'
+        constraints = [models.UniqueConstraint(fields=["group_id", "edge"], name="node_states_identity_uniq")]
+        ordering = ["group_id", "edge"]
+
+    def __str__(self) -> str:
+        return f"{self.group_id}/{self.edge}"
+
+
+class DeviceState(models.Model):
+    """Lifecycle of a Sparkplug device, from its DBIRTH/DDEATH and its node's NDEATH; keyed by the
+    topic ids (a device is online before its first birth is applied to the catalog)."""
+
+    group_id = models.TextField()
+    edge = models.TextField()
+    device = models.TextField()
+    online = models.BooleanField(default=False)
+    last_birth_at = models.DateTimeField(null=True, blank=True)
+    last_death_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = 'uns_meta"."device_states'
+        constraints = [
+            models.UniqueConstraint(fields=["group_id", "edge", "device"], name="device_states_identity_uniq"),
+        ]
+        ordering = ["group_id", "edge", "device"]
+
+    def __str__(self) -> str:
+        return f"{self.group_id}/{self.edge}/{self.device}"

@@ -10,3 +10,6 @@ SLOT_RETAINED = Gauge("metasync_cdc_slot_retained_wal_bytes", "WAL the slot keep
 SLOT_ACTIVE = Gauge("metasync_cdc_slot_present", "1 when the replication slot exists")
 PENDING = Gauge("metasync_sync_pending_metrics", "Metrics waiting in the pending table")
 PENDING_AGE = Gauge("metasync_sync_pending_oldest_age_seconds", "Age of the oldest pending change")
+HEARTBEAT = Gauge("metasync_cdc_heartbeat_timestamp_seconds",
+                  "Unix time the consumer's loop last finished a poll (or a stand-by round); "
+                  "`healthcheck cdc` checks its age")

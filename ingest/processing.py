@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.dispatch import Signal
 from psycopg.types.json import Jsonb
 
 from catalog import validation
@@ -35,8 +36,23 @@ class Outcome:
     device_id: int | None = None
     # Only filled in dry-run mode: the versions the frame would write.
     diff: list[dict] = field(default_factory=list)
+    # Only filled in dry-run mode: tag -> the rows Canary would receive (ingest.replay.dry_run_preview).
+    canary_rows: dict[str, list] = field(default_factory=dict)
     # Why a frame was rejected: "decode" (payload), "topic" (unparseable topic), "invalid" (rules).
     cause: str = ""
+
+
+# Sent in a dry run before its transaction is rolled back, with ``metric_ids`` (the metrics the frame
+# changed); a receiver returns ``{tag: rows}`` its stage would send. The Canary stage answers
+# (canary.apps) without ingest importing a stage above it (docs/architecture.md).
+dry_run_preview = Signal()
+
+
+def _preview(outcome: Outcome) -> None:
+    ids = sorted({version["metric_id"] for version in outcome.diff})
+    if ids:
+        for _receiver, rows in dry_run_preview.send(sender=Outcome, metric_ids=ids):
+            outcome.canary_rows.update(rows)  # type: ignore[arg-type]  # receivers return {tag: rows}
 
 
 def process_frame(frame_id: int, *, dry_run: bool = False) -> Outcome:
@@ -63,6 +79,7 @@ def process_frame(frame_id: int, *, dry_run: bool = False) -> Outcome:
             outcome = _process(frame_id, frame["topic"], topic, dry_run)
             _finish(frame_id, outcome, time.monotonic() - started)
             if dry_run:
+                _preview(outcome)
                 transaction.set_rollback(True)
         return outcome
     except (Rejected, validation.Invalid, DecodeError, TopicError) as exc:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 from django.conf import settings
 
-from metasync.mqtt import config_from_settings, make_client
+from metasync.mqtt import config_from_settings, publish_once
 from metasync.redis_client import redis_client
 from sparkplug.commands import rebirth_payload
 
@@ -28,13 +29,13 @@ def request_rebirth(group_id: str, edge: str) -> bool:
                  settings.REBIRTH_MIN_INTERVAL_SECONDS)
         return False
     topic = f"spBv1.0/{group_id}/NCMD/{edge}"
-    client = make_client(config_from_settings(client_id=f"{settings.MQTT_CLIENT_ID}-rebirth"))
+    # A client id of its own per request: two workers asking at once must not take over each other's session.
+    config = config_from_settings(client_id=f"{settings.MQTT_CLIENT_ID}-rebirth-{uuid.uuid4().hex[:8]}")
     try:
-        client.connect(settings.MQTT_HOST, settings.MQTT_PORT, keepalive=settings.MQTT_KEEPALIVE)
-        client.loop_start()
-        client.publish(topic, rebirth_payload(), qos=0).wait_for_publish(timeout=10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+        publish_once(config, topic, rebirth_payload(), qos=1)
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        redis_client().delete(key)  # not sent: the next unresolved birth may ask again
+        log.error("rebirth request for edge node %s/%s not sent: %s", group_id, edge, exc)
+        return False
     log.warning("requested rebirth of edge node %s/%s (unresolved aliases)", group_id, edge)
     return True

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from wsgiref.simple_server import WSGIServer
 
+from django.conf import settings
 from prometheus_client import CollectorRegistry, Gauge, multiprocess, start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -85,7 +86,7 @@ def start_worker_exporter(port: int, path: str) -> None:
                        "Unix time of the worker's last event heartbeat (its main loop is alive)",
                        multiprocess_mode="max")
     try:
-        _server, _thread = start_http_server(port, registry=worker_registry(path))
+        _server, _thread = start_http_server(port, addr=settings.METRICS_BIND_ADDRESS, registry=worker_registry(path))
     except OSError as exc:
         log.error("worker metrics: cannot listen on port %d (%s); this worker exports no metrics", port, exc)
         return

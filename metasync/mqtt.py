@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -67,3 +69,39 @@ def config_from_settings(client_id: str | None = None) -> MqttConfig:
         ca_file=settings.MQTT_CA_FILE, keepalive=settings.MQTT_KEEPALIVE,
         reconnect_max=settings.MQTT_RECONNECT_MAX_SECONDS,
     )
+
+
+def publish_once(config: MqttConfig, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                 timeout: float = 10.0) -> None:
+    """Publish one message on a short-lived connection and return once the broker has it (PUBACK for
+    QoS 1): waits for the CONNACK first, so nothing is sent into a refused or half-open connection.
+    Raises ``ConnectionError``/``TimeoutError`` with the reason otherwise."""
+    deadline = time.monotonic() + timeout
+    client = make_client(config)
+    client.connect_timeout = min(timeout, 5.0)
+    answered = threading.Event()
+    refused: list[str] = []
+
+    def on_connect(c, userdata, flags, reason, properties) -> None:  # type: ignore[no-untyped-def]
+        if getattr(reason, "is_failure", False):
+            refused.append(str(reason))
+        answered.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(config.host, config.port, keepalive=config.keepalive)
+        client.loop_start()
+        if not answered.wait(max(0.0, deadline - time.monotonic())) or refused:
+            raise ConnectionError(f"MQTT connection refused: {refused[0]}" if refused else "no CONNACK in time")
+        info = client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        if not info.is_published():
+            raise TimeoutError(f"{topic}: not acknowledged within {timeout:.0f} s")
+    finally:
+        try:
+            # Network thread first: paho 2.2 logs a spurious ERROR ("Client is not connected") when
+            # its thread is still looping as disconnect() closes the socket.
+            client.loop_stop()
+            client.disconnect()
+        except Exception:  # noqa: BLE001 - closing a failed connection must not hide why it failed
+            log.debug("closing a short-lived MQTT client failed", exc_info=True)

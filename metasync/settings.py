@@ -92,6 +92,8 @@ TEMPLATES = [
 
 # --- database --------------------------------------------------------------------
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# A database URL weaker than sslmode=verify-full is refused unless this is true (local development).
+DATABASE_ALLOW_WEAK_TLS = env.boolean("DATABASE_ALLOW_WEAK_TLS", False)
 
 
 def database_config(name: str, url: str, application_name: str) -> dict:
@@ -104,14 +106,19 @@ def database_config(name: str, url: str, application_name: str) -> dict:
     except (ValueError, KeyError):
         raise ConfigError(name, "expected a postgres://user:password@host:port/db URL") from None
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    sslmode = query.get("sslmode", "prefer")
+    sslmode = query.get("sslmode", "verify-full")
     if sslmode not in _SSLMODES:
         raise ConfigError(name, f"sslmode must be one of {', '.join(_SSLMODES)}, got {sslmode!r}")
+    # verify-full unless weaker is asked for explicitly (local development only; docs/security.md)
+    if sslmode != "verify-full" and not DATABASE_ALLOW_WEAK_TLS:
+        raise ConfigError(name, f"sslmode={sslmode} is weaker than verify-full: set DATABASE_ALLOW_WEAK_TLS=true "
+                                "to allow it (local development only)")
     rootcert = query.get("sslrootcert")
     if sslmode in ("verify-ca", "verify-full") and rootcert and not Path(rootcert).is_file():
         raise ConfigError(name, f"sslrootcert file {rootcert!r} does not exist")
     config["ENGINE"] = "django.db.backends.postgresql"
     config.setdefault("OPTIONS", {})["application_name"] = application_name
+    config["OPTIONS"]["sslmode"] = sslmode  # libpq's own default would be `prefer`
     config["CONN_MAX_AGE"] = env.integer("DATABASE_CONN_MAX_AGE", 60, minimum=0)
     config["CONN_HEALTH_CHECKS"] = True
     return config
@@ -125,6 +132,11 @@ DATABASE_ADMIN_URL = env.string("DATABASE_ADMIN_URL", None, secret=True)
 # Passwords `setup_roles` gives the application and CDC roles (unset: roles without password).
 METASYNC_APP_DB_PASSWORD = env.string("METASYNC_APP_DB_PASSWORD", None, secret=True)
 METASYNC_CDC_DB_PASSWORD = env.string("METASYNC_CDC_DB_PASSWORD", None, secret=True)
+# Per-process-kind URLs (docs/security.md, "Roles"): DATABASE_URL is the owner's (migrations);
+# compose and scripts/demo hand web/ingest/workers/beat METASYNC_APP_DATABASE_URL as their
+# DATABASE_URL and cdc METASYNC_CDC_DATABASE_URL as its CDC_DATABASE_URL.
+METASYNC_APP_DATABASE_URL = env.string("METASYNC_APP_DATABASE_URL", None, secret=True)
+METASYNC_CDC_DATABASE_URL = env.string("METASYNC_CDC_DATABASE_URL", None, secret=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis / Celery --------------------------------------------------------------
@@ -220,13 +232,21 @@ MQTT_TLS = env.boolean("MQTT_TLS", True)
 MQTT_CA_FILE = env.existing_file("MQTT_CA_FILE", None)
 MQTT_USERNAME = env.string("MQTT_USERNAME", None)
 MQTT_PASSWORD = env.string("MQTT_PASSWORD", None, secret=True)
-MQTT_TOPIC = env.string("MQTT_TOPIC", "spBv1.0/Secil/DBIRTH/#")
+MQTT_TOPIC = env.string("MQTT_TOPIC", None)  # one explicit filter; unset: the host subscriptions below
 MQTT_KEEPALIVE = env.integer("MQTT_KEEPALIVE", 30, minimum=5)
 MQTT_CLIENT_ID = env.string("MQTT_CLIENT_ID", f"uns-spb-dbirth-meta-{METASYNC_ENV}-{METASYNC_NODE}")
 MQTT_RECONNECT_MAX_SECONDS = env.integer("MQTT_RECONNECT_MAX_SECONDS", 30, minimum=1)
 INGEST_QUEUE_MAX_FRAMES = env.integer("INGEST_QUEUE_MAX_FRAMES", 1000, minimum=1)
 INGEST_QUEUE_MAX_BYTES = env.integer("INGEST_QUEUE_MAX_BYTES", 1024 * 1024 * 1024, minimum=1024 * 1024)
 INGEST_METRICS_PORT = env.integer("INGEST_METRICS_PORT", 9101, minimum=0)
+# --- Sparkplug host application (docs/sparkplug.md, "Host application"; docs/scaling.md) ---
+# Groups whose births and lifecycle ingest subscribes to; empty: every group (spBv1.0/+/...).
+SPARKPLUG_GROUPS = tuple(env.csv("SPARKPLUG_GROUPS", ""))
+# Primary host id: when set, ingest publishes spBv1.0/STATE/<id> (Sparkplug 3.0) so edge nodes
+# bound to it re-publish their births whenever it comes online.
+SPARKPLUG_HOST_ID = env.string("SPARKPLUG_HOST_ID", None)
+# Shared-subscription name: replicas with the same name split the births ($share/<name>/...).
+MQTT_SHARE_GROUP = env.string("MQTT_SHARE_GROUP", None)
 
 # --- applying births -------------------------------------------------------------
 BIRTH_CHUNK_METRICS = env.integer("BIRTH_CHUNK_METRICS", 20000, minimum=100)
@@ -257,6 +277,8 @@ CDC_METRICS_PORT = env.integer("CDC_METRICS_PORT", 9102, minimum=0)
 CDC_STATEMENT_TIMEOUT_SECONDS = env.number("CDC_STATEMENT_TIMEOUT_SECONDS", 120, minimum=1)
 # logical_decoding_work_mem of the consumer's session: what a big transaction decodes in before spilling.
 CDC_DECODING_WORK_MEM_MB = env.integer("CDC_DECODING_WORK_MEM_MB", 512, minimum=64)
+# A standby cdc_consume retries the slot's lock this often: the takeover delay after the active one dies.
+CDC_STANDBY_POLL_SECONDS = env.number("CDC_STANDBY_POLL_SECONDS", 1.0, minimum=0.1)
 if CDC_DEBOUNCE_MAX_SECONDS < CDC_DEBOUNCE_SECONDS:
     raise ConfigError("CDC_DEBOUNCE_MAX_SECONDS", "must be >= CDC_DEBOUNCE_SECONDS")
 
@@ -374,3 +396,39 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
     },
 }
+
+# --- login protection (docs/security.md, "Admin logins") ---------------------------------
+# django-axes: after LOGIN_FAILURE_LIMIT wrong passwords for one user from one address, that
+# pair is locked out for LOGIN_LOCKOUT_MINUTES (HTTP 429); a success resets the count. Failed
+# logins are logged with the client address by monitoring.logins (never the password).
+INSTALLED_APPS.append("axes")
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as axes asks
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.integer("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env.integer("LOGIN_LOCKOUT_MINUTES", 15, minimum=1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # our own log line (monitoring.logins) carries what is needed
+# Behind the TLS proxy the client address is the proxy's last X-Forwarded-For hop.
+LOGIN_TRUSTED_PROXIES = env.integer("LOGIN_TRUSTED_PROXIES", 0, minimum=0)
+AXES_IPWARE_PROXY_COUNT = LOGIN_TRUSTED_PROXIES or None
+AXES_IPWARE_META_PRECEDENCE_ORDER = (("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if LOGIN_TRUSTED_PROXIES
+                                     else ("REMOTE_ADDR",))
+
+# --- cheap readiness, protected monitoring endpoints (docs/security.md) -------------------
+# /readyz answers from checks at most this old (a burst of probes opens no new connections).
+HEALTH_CHECK_CACHE_SECONDS = env.number("HEALTH_CHECK_CACHE_SECONDS", 5, minimum=0)
+# Bearer token for /metrics and /readyz's details; unset: both open (the dev stack binds 127.0.0.1).
+MONITORING_TOKEN = env.string("MONITORING_TOKEN", None, secret=True)
+# Address of the daemons' own metrics servers (ingest, cdc, workers): loopback by default; compose
+# sets 0.0.0.0 on its internal network, where only Prometheus reaches them (no published port).
+METRICS_BIND_ADDRESS = env.string("METRICS_BIND_ADDRESS", "127.0.0.1")
+
+# --- behind the TLS-terminating proxy (compose's Caddy; docs/security.md, "HTTPS") ----------
+# The proxy sets X-Forwarded-Proto: https, so Django builds https URLs, marks requests secure and
+# accepts the Secure session/CSRF cookies; never set it without such a proxy in front.
+DJANGO_BEHIND_TLS_PROXY = env.boolean("DJANGO_BEHIND_TLS_PROXY", False)
+if DJANGO_BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Strict-Transport-Security max-age on HTTPS responses (0: not sent; compose: one year).
+SECURE_HSTS_SECONDS = env.integer("DJANGO_HSTS_SECONDS", 0, minimum=0)

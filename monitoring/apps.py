@@ -6,3 +6,6 @@ class MonitoringConfig(AppConfig):
 
     name = "monitoring"
     verbose_name = "Monitoring"
+
+    def ready(self) -> None:
+        from monitoring import logins  # noqa: F401, PLC0415 - connects the failed-login log (docs/security.md)

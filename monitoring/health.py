@@ -8,13 +8,18 @@
   host name check; no MQTT login). 200 when all pass, else 503; the JSON body names each check
   with its outcome and duration. Error texts go through the log redaction: no secrets.
 
-Checks run in parallel, each bounded by ``HEALTH_CHECK_TIMEOUT_SECONDS``.
+Checks run in parallel, each bounded by ``HEALTH_CHECK_TIMEOUT_SECONDS``. Their results are kept
+for ``HEALTH_CHECK_CACHE_SECONDS``: a burst of calls opens no new connections (one run at a time).
+With ``MONITORING_TOKEN`` set, ``/readyz`` names the checks only to a caller presenting it
+(``Authorization: Bearer``); others get the status alone (docs/security.md).
 """
 
 from __future__ import annotations
 
+import hmac
 import math
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -130,6 +135,39 @@ def run_checks(timeout: float | None = None) -> dict[str, Result]:
     return {name: results[name] for name in ("database", "replication_slot", "redis", "mqtt")}
 
 
+_cache_lock = threading.Lock()
+_cache: tuple[float, tuple[object, ...], dict[str, Result]] | None = None
+
+
+def _cache_key() -> tuple[object, ...]:
+    """What the checks talk to: a changed configuration is never answered from the cache."""
+    db = settings.DATABASES["default"]
+    return (db["HOST"], db["PORT"], db["NAME"], settings.REDIS_URL, settings.MQTT_HOST, settings.MQTT_PORT,
+            settings.CDC_SLOT)
+
+
+def cached_checks() -> dict[str, Result]:
+    """:func:`run_checks`, at most once per ``HEALTH_CHECK_CACHE_SECONDS`` (callers in between wait for it)."""
+    global _cache
+    key = _cache_key()
+    with _cache_lock:
+        now = time.monotonic()
+        if _cache is not None and _cache[1] == key and now - _cache[0] < settings.HEALTH_CHECK_CACHE_SECONDS:
+            return _cache[2]
+        results = run_checks()
+        _cache = (time.monotonic(), key, results)
+        return results
+
+
+def has_monitoring_token(request: HttpRequest) -> bool:
+    """True when no MONITORING_TOKEN is configured, or the request presents it as a bearer token."""
+    token = settings.MONITORING_TOKEN
+    if not token:
+        return True
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -139,8 +177,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    results = run_checks()
+    results = cached_checks()
     failed = [name for name, result in results.items() if not result.ok]
-    body = {"status": "unready" if failed else "ready", "failed": failed,
-            "checks": {name: result.as_dict() for name, result in results.items()}}
+    body: dict[str, object] = {"status": "unready" if failed else "ready"}
+    if has_monitoring_token(request):
+        body |= {"failed": failed, "checks": {name: result.as_dict() for name, result in results.items()}}
     return JsonResponse(body, status=503 if failed else 200)

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from canary import quarantine
 from cdcsync.pending import backlog
 from metasync.metrics import worker_registry
+from monitoring.health import has_monitoring_token
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,9 @@ def process_registry() -> CollectorRegistry:
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """``/metrics`` of the web process (replaces django-prometheus's view, same content plus app state)."""
+    """``/metrics`` of the web process (replaces django-prometheus's view, same content plus app state);
+    only with the bearer token when MONITORING_TOKEN is set (docs/security.md)."""
+    if not has_monitoring_token(request):
+        return HttpResponse("a bearer token is required\n", status=401, content_type="text/plain")
     body = generate_latest(process_registry()) + generate_latest(_app_registry)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

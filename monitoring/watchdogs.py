@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -28,7 +27,7 @@ from prometheus_client import Counter, Gauge
 from canary.breaker import breaker
 from cdcsync.consumer import replication_connection
 from cdcsync.slot import slot_status
-from metasync.mqtt import config_from_settings, make_client
+from metasync.mqtt import config_from_settings, publish_once
 from metasync.redis_client import redis_client
 from monitoring.pipeline import pending_status
 
@@ -267,43 +266,14 @@ def publish(payload: dict[str, Any], topic_name: str | None = None, timeout: flo
     """Publish ``payload`` as JSON (QoS 1, not retained) on a short-lived connection; never raises."""
     topic_name = topic_name or topic()
     timeout = float(timeout or _setting("WATCHDOG_PUBLISH_TIMEOUT_SECONDS", 10))
-    deadline = time.monotonic() + timeout
-    client = None
     try:
         config = config_from_settings(
             client_id=f"metasync-watchdog-{settings.METASYNC_NODE}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-        client = make_client(config)
-        client.connect_timeout = min(timeout, 5.0)
-        answered = threading.Event()
-        refused: list[str] = []
-
-        def on_connect(c, userdata, flags, reason, properties) -> None:  # type: ignore[no-untyped-def]
-            if getattr(reason, "is_failure", False):
-                refused.append(str(reason))
-            answered.set()
-
-        client.on_connect = on_connect
-        client.connect(config.host, config.port, keepalive=config.keepalive)
-        client.loop_start()
-        if not answered.wait(max(0.0, deadline - time.monotonic())) or refused:
-            raise ConnectionError(f"MQTT connection refused: {refused[0]}" if refused else "no CONNACK in time")
-        info = client.publish(topic_name, json.dumps(payload, default=str).encode(), qos=1, retain=False)
-        info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-        if not info.is_published():
-            raise TimeoutError(f"no PUBACK within {timeout:.0f}s")
+        publish_once(config, topic_name, json.dumps(payload, default=str).encode(), qos=1, timeout=timeout)
         return True
     except Exception as exc:  # noqa: BLE001 - the plant side missing one event must not fail the run
         log.warning("watchdog event not published to %s: %s: %s", topic_name, exc.__class__.__name__, exc)
         return False
-    finally:
-        if client is not None:
-            try:
-                # Network thread first: paho 2.2 logs a spurious ERROR ("Client is not connected") when
-                # its thread is still looping as disconnect() closes the socket.
-                client.loop_stop()
-                client.disconnect()
-            except Exception:  # noqa: BLE001
-                log.debug("closing the watchdog MQTT client failed", exc_info=True)
 
 
 def report(results: list[CheckResult], *, publish_event: bool = True) -> dict[str, Any]:

@@ -7,6 +7,7 @@ devstack first.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CANARY_TOKEN = "test-api-token-not-a-secret"
 
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _devtools_broker_user():
+    """The tests publish births of many groups and subscribe wider than ingest's broker ACL allows
+    (``spBv1.0/<group>/#``), so they and the daemons they start use the devstack's ``devtools``
+    broker user; tests/metasync/test_access.py holds the ingest and edge users to their ACLs."""
+    from django.conf import settings
+
+    user, password = (os.environ.get(f"DEVSTACK_MQTT_DEVTOOLS_{k}") for k in ("USERNAME", "PASSWORD"))
+    if user and password:
+        # ingest's own credentials stay at hand for the ACL tests
+        os.environ.setdefault("TEST_MQTT_INGEST_USERNAME", settings.MQTT_USERNAME or "")
+        os.environ.setdefault("TEST_MQTT_INGEST_PASSWORD", settings.MQTT_PASSWORD or "")
+        os.environ["MQTT_USERNAME"], os.environ["MQTT_PASSWORD"] = user, password
+        settings.MQTT_USERNAME, settings.MQTT_PASSWORD = user, password
 
 
 @pytest.fixture(autouse=True)

@@ -128,6 +128,26 @@ def daemon_database_url() -> str:
     return urlunsplit(parts._replace(path="/" + settings.DATABASES["default"]["NAME"]))
 
 
+_ROLES_GRANTED: set[str] = set()
+
+
+def role_database_url(variable: str) -> str:
+    """A per-process role's devstack URL (METASYNC_APP_/METASYNC_CDC_DATABASE_URL) on the test database.
+
+    The roles' grants are per database, so ``setup_roles`` runs once on the test database first:
+    the daemons then run as production runs them (docs/security.md, "Roles").
+    """
+    from django.conf import settings
+    from django.core.management import call_command
+
+    name = settings.DATABASES["default"]["NAME"]
+    if name not in _ROLES_GRANTED:
+        call_command("setup_roles", database=name, stdout=open(os.devnull, "w"))  # noqa: SIM115
+        _ROLES_GRANTED.add(name)
+    parts = urlsplit(_devstack_value(variable))
+    return urlunsplit(parts._replace(path="/" + name))
+
+
 def daemon_redis_url(db: int = TEST_REDIS_DB) -> str:
     parts = urlsplit(_devstack_value("REDIS_URL"))
     return urlunsplit(parts._replace(path=f"/{db}"))
@@ -332,7 +352,9 @@ class Stack:
         base = dict(os.environ)
         base.update({
             "METASYNC_ENV_FILE": str(DEVSTACK_ENV),
-            "DATABASE_URL": daemon_database_url(),
+            # web/ingest/workers/beat as the application role, the slot as the CDC role
+            "DATABASE_URL": role_database_url("METASYNC_APP_DATABASE_URL"),
+            "CDC_DATABASE_URL": role_database_url("METASYNC_CDC_DATABASE_URL"),
             "REDIS_URL": self.redis_url,
             # short-lived connections: nothing idle in the test database between tasks, so
             # pytest-django's flush (TRUNCATE) never queues behind a daemon's connection

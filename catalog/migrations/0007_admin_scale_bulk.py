@@ -27,7 +27,7 @@ def grant_view(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("catalog", "0004_publication_key_columns"),
+        ("catalog", "0006_override_review"),
     ]
 
     operations = [

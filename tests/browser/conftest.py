@@ -3,7 +3,7 @@
 Playwright cannot download its own browser here, so it launches ``/usr/bin/chromium`` (the Debian
 package the Makefile ``tools`` target installs; ``CHROMIUM`` overrides the path). Fixtures:
 
-- ``browser``: one headless Chromium for the session.
+- ``browser``: one headless Chromium per test module.
 - ``delivery_stack``: the daemons that carry a steward's change to Canary — CDC (``cdc_consume``),
   celery beat (the periodic flush), a canary worker (the pushes) and the in-process Canary mock
   (``stack.canary``) — against the test database, so a journey ends by reading the mock.
@@ -34,7 +34,8 @@ IMG_DIR = Path(__file__).resolve().parents[2] / "docs" / "img"
 STEWARD = ("ana", "not-a-real-password-ana-1")
 # Data migrations whose rows a transactional test's flush removes (RunPython forwards are idempotent).
 SEED_MIGRATIONS = ("catalog.migrations.0003_data_steward_group", "canary.migrations.0002_defaults",
-                   "canary.migrations.0005_quarantine", "catalog.migrations.0007_admin_scale_bulk")
+                   "canary.migrations.0005_quarantine", "catalog.migrations.0007_admin_scale_bulk",
+                   "canary.migrations.0009_mapping_changes")
 NAV_TIMEOUT_MS = 30_000
 
 
@@ -54,7 +55,7 @@ def restore_seed_rows() -> None:
                 operation.code(apps, None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 

@@ -77,7 +77,7 @@ def test_steward_cannot_change_identity_but_can_override(client, steward, catalo
     assert 'name="name"' not in page and 'name="uns_path"' not in page  # read-only
     form = {
         "overrides-TOTAL_FORMS": "1", "overrides-INITIAL_FORMS": "0",
-        "overrides-0-key": "engUnit", "overrides-0-type": "string", "overrides-0-string_value": "degC",
+        "overrides-0-key": "engUnit", "overrides-0-value": "degC",
         "overrides-0-note": "unit fixed by steward",
     }
     for prefix in ("properties", "versions", "lineage"):

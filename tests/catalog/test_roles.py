@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def roles():
+def roles(settings):
     suffix = secrets.token_hex(4)
     app, cdc = f"t_app_{suffix}", f"t_cdc_{suffix}"
     password = secrets.token_urlsafe(16)

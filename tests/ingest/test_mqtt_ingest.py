@@ -467,13 +467,13 @@ def test_truncated_protobuf_is_rejected(daemons):
 @pytest.mark.parametrize(("shape", "expected"), [
     ("spBv1.0/{g}/DBIRTH", "expected spBv1.0/<group>/<verb>/<edge>"),
     ("spBv1.0/{g}/DBIRTH/Edge1", "DBIRTH needs a device id"),
-    ("spBv1.0/{g}/NBIRTH/Edge1", "not a DBIRTH topic"),
+    ("spBv1.0/{g}/NDATA/Edge1", "not a DBIRTH topic"),
     ("spBv1.0/{g}/DDATA/Edge1/Dev1", "not a DBIRTH topic"),
 ])
 @transactional
 def test_wrong_topic_shape_is_rejected(daemons, shape, expected):
     """TC-12 (malformed input): a valid payload on a topic that is not spBv1.0/<g>/DBIRTH/<edge>/<device>
-    (missing edge, missing device, NBIRTH, DDATA) → `rejected` with the reason; good frames still applied."""
+    (missing edge, missing device, NDATA, DDATA) → `rejected` with the reason; good frames still applied."""
     g = new_group()
     row = rejected_then_good_applied(daemons, shape.format(g=g), birth(2), g)
     assert expected in row["reason"], row

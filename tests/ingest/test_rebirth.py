@@ -38,3 +38,14 @@ def test_rebirth_ncmd_is_published_once_per_interval():
         client.disconnect()
         client.loop_stop()
         redis.Redis.from_url(settings.REDIS_URL).delete(f"metasync:rebirth:{group}/{edge}")
+
+
+def test_a_rebirth_request_the_broker_refuses_is_not_throttled(settings, caplog):
+    """TC-05: a request the broker does not acknowledge (here: a wrong password) is logged as not sent
+    and does not hold the throttle, so the next unresolved birth asks again."""
+    group, edge = f"T{uuid.uuid4().hex[:8]}", "Portugal"
+    key = f"metasync:rebirth:{group}/{edge}"
+    settings.MQTT_PASSWORD = "not-the-password"
+    assert request_rebirth(group, edge) is False
+    assert not redis.Redis.from_url(settings.REDIS_URL).exists(key)
+    assert any("not sent" in r.getMessage() for r in caplog.records)

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = {
     "DJANGO_SECRET_KEY": "x" * 50,
-    "DATABASE_URL": "postgres://u:p@localhost:5432/db?sslmode=require",
+    "DATABASE_URL": "postgres://u:p@localhost:5432/db",  # no sslmode: verify-full
     "REDIS_URL": "redis://127.0.0.1:6379/0",
 }
 
@@ -44,6 +44,8 @@ def test_valid_configuration_starts():
         ({"DATABASE_URL": "mysql://u:p@h/db"}, "DATABASE_URL"),
         ({"DATABASE_URL": "postgres://u:p@h/db?sslmode=sometimes"}, "DATABASE_URL"),
         ({"DATABASE_URL": "postgres://u:p@h/db?sslmode=verify-full&sslrootcert=/no/such/ca.pem"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgres://u:p@h/db?sslmode=require"}, "DATABASE_URL"),  # weaker than verify-full
+        ({"DATABASE_URL": "postgres://u:p@h/db?sslmode=disable"}, "DATABASE_URL"),
         ({"REDIS_URL": None}, "REDIS_URL"),
         ({"MQTT_PORT": "eighty"}, "MQTT_PORT"),
         ({"MQTT_TLS": "maybe"}, "MQTT_TLS"),
@@ -77,3 +79,11 @@ def test_no_secret_has_a_default():
     secrets = [v for v in REGISTRY.values() if v.secret]
     assert {v.name for v in secrets} >= {"DJANGO_SECRET_KEY", "DATABASE_URL", "MQTT_PASSWORD"}
     assert [v.name for v in secrets if v.default is not None] == []
+
+
+def test_weaker_database_tls_needs_an_explicit_setting():
+    """SEC-04: sslmode below verify-full starts only with DATABASE_ALLOW_WEAK_TLS=true (local development)."""
+    url = "postgres://u:p@localhost:5432/db?sslmode=require"
+    assert run_check(DATABASE_URL=url).returncode == 2
+    result = run_check(DATABASE_URL=url, DATABASE_ALLOW_WEAK_TLS="true")
+    assert result.returncode == 0, result.stderr

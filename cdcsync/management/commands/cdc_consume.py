@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from prometheus_client import start_http_server
 
+from cdcsync import metrics
 from cdcsync.consumer import Consumer, replication_connection
 
 log = logging.getLogger("cdcsync")
@@ -51,7 +52,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, self._stop)
         port = opts["metrics_port"] if opts["metrics_port"] is not None else settings.CDC_METRICS_PORT
         if port:
-            start_http_server(int(port))
+            start_http_server(int(port), addr=settings.METRICS_BIND_ADDRESS)
         self.delay = 1.0
         while not self.stop_requested.is_set():
             try:
@@ -72,16 +73,25 @@ class Command(BaseCommand):
         """One database session: claim the slot, set it up, poll until stopped (or the connection breaks)."""
         with replication_connection() as conn:
             consumer = Consumer(conn)
+            waited_since = None
             while not consumer.claim():
+                metrics.HEARTBEAT.set_to_current_time()  # standing by is healthy
                 if self.stop_requested.is_set():
                     return
-                log.info("another cdc_consume holds slot %s; standing by", consumer.slot)
-                self._pause(10)
+                if waited_since is None:
+                    waited_since = time.monotonic()
+                    log.info("another cdc_consume holds slot %s; standing by (retrying every %gs)",
+                             consumer.slot, settings.CDC_STANDBY_POLL_SECONDS)
+                self._pause(settings.CDC_STANDBY_POLL_SECONDS)
+            if waited_since is not None:
+                log.info("took over slot %s after standing by for %.1fs", consumer.slot,
+                         time.monotonic() - waited_since)
             consumer.setup()
             self.delay = 1.0  # connected and set up: the next loss starts the backoff again
             last_gauges = 0.0
             while not self.stop_requested.is_set():
                 rows = consumer.poll_once()
+                metrics.HEARTBEAT.set_to_current_time()  # a hung poll ages it: `healthcheck cdc` fails
                 close_old_connections()
                 if time.monotonic() - last_gauges >= GAUGES_EVERY:
                     last_gauges = time.monotonic()

@@ -6,8 +6,13 @@ every round, and from round 1 on ``--change-rate`` of the metrics with one prope
 Capture mode (``--capture FILE --topic T``) publishes a captured frame (binary protobuf or
 protobuf JSON) ``--repeat`` times instead.
 
-Only DBIRTHs are sent (QoS 0, not retained, as Sparkplug requires); no NBIRTH/DDATA, since
-metasync subscribes to DBIRTH only. Follows the daemon pattern of ``ingest_births``: the
+Only DBIRTHs are sent (QoS 0, not retained, as Sparkplug requires), unless ``--primary-host H``
+binds the node to a Sparkplug 3.0 primary host: then it also sends NBIRTH (with bdSeq; the NDEATH
+is its MQTT will), waits for H's STATE to say online before its first birth, and re-publishes
+NBIRTH + DBIRTHs each time H comes online again (docs/sparkplug.md, "Primary host"). Later rounds
+(``--interval``, or SIGUSR1: the next round at once) are published whatever H's state: other
+applications subscribe too, and a round H missed is what its rebirth recovers.
+Follows the daemon pattern of ``ingest_births``: the
 signal handler only sets a flag, the loop publishes one round at a time and sleeps in short
 steps so SIGTERM/SIGINT stop it within a fraction of a second.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import queue
 import signal
 import time
 import zlib
@@ -32,7 +38,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from devtools.edge import changed_metric_count, synthetic_birth
 from ingest.replay import read_frame_file
 from metasync.mqtt import MqttConfig, config_from_settings, make_client
-from sparkplug.codec import DecodeError, iter_metrics
+from sparkplug.codec import DecodeError, iter_metrics, read_header
+from sparkplug.host import State, bdseq_payload, parse_state, state_topic
 
 log = logging.getLogger("ingest.simulate_edge")
 
@@ -61,6 +68,7 @@ class EdgePublisher:
         self.connected = False
         self.closing = False
         self.refused: str | None = None
+        self.subscriptions: list[str] = []  # (re)subscribed on every connect
 
     def connect(self, should_stop: Callable[[], bool], timeout: float = CONNECT_TIMEOUT) -> bool:
         """Connect and wait for the CONNACK; False if stopped first. Refusal or timeout raise."""
@@ -105,6 +113,8 @@ class EdgePublisher:
         if getattr(reason, "is_failure", False):
             self.refused = str(reason)
             return
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=1)
         self.connected = True
         log.info("connected to the MQTT broker")
 
@@ -137,17 +147,29 @@ class Command(BaseCommand):
         parser.add_argument("--repeat", type=int, default=1,
                             help="with --capture: publish it this many times (default 1)")
         parser.add_argument("--client-id", default=None, help="MQTT client id (default metasync-simulator-<pid>)")
+        parser.add_argument("--primary-host", default=None,
+                            help="Sparkplug 3.0 primary host id: publish NBIRTH+DBIRTHs whenever its STATE "
+                                 "turns online, nothing while it is offline")
 
     def handle(self, *args: object, **opts: Any) -> None:
         self.stopping = False
+        self.bump = False
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGUSR1, self._bump)
         rounds = self._rounds(opts)
         make_births: Callable[[int], Iterable[Birth]] = (
             self._capture_births(opts) if opts["capture"] else self._synthetic_births(opts))
         client_id = str(opts["client_id"] or f"metasync-simulator-{os.getpid()}")
         publisher = EdgePublisher(config_from_settings(client_id=client_id))
         interval = float(opts["interval"])
+        if opts["primary_host"]:
+            try:
+                self.run_bound(publisher, make_births, opts)
+            finally:
+                publisher.close()
+            log.info("simulated edge stopped")
+            return
         try:
             if not publisher.connect(lambda: self.stopping):
                 return
@@ -171,10 +193,46 @@ class Command(BaseCommand):
                 break
             if publisher.publish(birth.topic, birth.payload):
                 sent += 1
-                log.info("published %s round %d: %d metrics, %d bytes, changed %s",
-                         birth.topic, round_no, birth.metrics, len(birth.payload),
+                log.info("published %s round %d (ts %s): %d metrics, %d bytes, changed %s",
+                         birth.topic, round_no, read_header(birth.payload).timestamp, birth.metrics, len(birth.payload),
                          "n/a" if birth.changed is None else birth.changed)
         return sent
+
+    def run_bound(self, publisher: EdgePublisher, make_births: Callable[[int], Iterable[Birth]], opts: dict) -> None:
+        """Sparkplug 3.0 edge node bound to a primary host: its STATE decides when to (re)birth."""
+        group, edge, host = str(opts["group"]), str(opts["edge"]), str(opts["primary_host"])
+        interval, bd_seq = float(opts["interval"]), 0
+        node_topic = f"spBv1.0/{group}/{{verb}}/{edge}"
+        publisher.client.will_set(node_topic.format(verb="NDEATH"), bdseq_payload(bd_seq, int(time.time() * 1000)),
+                                  qos=1, retain=False)
+        states: queue.Queue[State | None] = queue.Queue()
+        publisher.client.on_message = lambda c, u, m: states.put(parse_state(bytes(m.payload)))
+        publisher.subscriptions = [state_topic(host)]
+        if not publisher.connect(lambda: self.stopping):
+            return
+        online: State | None = None  # the host's current online STATE
+        round_no, next_round, born = 0, time.monotonic() + interval, False  # born: first NBIRTH sent
+        while not self.stopping:
+            try:
+                state = states.get(timeout=STEP)
+            except queue.Empty:
+                state = None
+            rebirth = False
+            if state is not None and state.online and (online is None or state.timestamp > online.timestamp):
+                online, rebirth = state, True
+                log.info("primary host %s online (STATE timestamp %d): rebirth", host, state.timestamp)
+            elif state is not None and not state.online and online is not None and state.timestamp >= online.timestamp:
+                online = None
+                log.info("primary host %s offline (STATE timestamp %d): it misses births until it is back",
+                         host, state.timestamp)
+            if born and (self.bump or (interval > 0 and time.monotonic() >= next_round)):
+                self.bump, round_no, next_round = False, round_no + 1, time.monotonic() + interval
+                self.publish_round(publisher, make_births(round_no), round_no)
+            if rebirth and publisher.connected:
+                publisher.publish(node_topic.format(verb="NBIRTH"), bdseq_payload(bd_seq, int(time.time() * 1000), 0))
+                log.info("published NBIRTH of %s/%s (bdSeq %d)", group, edge, bd_seq)
+                born = True
+                self.publish_round(publisher, make_births(round_no), round_no)
 
     # --- what to publish -----------------------------------------------------------
     def _synthetic_births(self, opts: dict) -> Callable[[int], Iterator[Birth]]:
@@ -242,3 +300,6 @@ class Command(BaseCommand):
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
+
+    def _bump(self, signum: int, frame: FrameType | None) -> None:
+        self.bump = True

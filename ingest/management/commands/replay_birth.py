@@ -1,7 +1,8 @@
 """``replay_birth FILE``: feed a captured frame through exactly the ingest code path.
 
 ``--dry-run`` does all of it inside a transaction that is rolled back, and prints the catalog
-diff it would have made.
+diff it would have made, then the rows Canary would receive (``canary <tag> <rows>``: name,
+timestamp, value, quality; docs/steward-guide.md).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class Command(BaseCommand):
         parser.add_argument("file", type=Path)
         parser.add_argument("--topic", required=True,
                             help="the frame's MQTT topic, e.g. spBv1.0/Secil/DBIRTH/Portugal/Cement")
-        parser.add_argument("--dry-run", action="store_true", help="print the catalog diff, write nothing")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="print the catalog diff and the Canary rows it would send; write nothing")
         parser.add_argument("--stats", action="store_true", help="print elapsed seconds and peak RSS")
 
     def handle(self, *args: object, file: Path, topic: str, dry_run: bool, stats: bool, **opts: object) -> None:
@@ -38,6 +40,9 @@ class Command(BaseCommand):
         if dry_run:
             for version in outcome.diff:
                 self.stdout.write(json.dumps(version, ensure_ascii=False, default=str))
+            for tag, rows in outcome.canary_rows.items():
+                self.stdout.write(f"canary {json.dumps(tag, ensure_ascii=False)} "
+                                  f"{json.dumps(rows, ensure_ascii=False, default=str)}")
             self.stdout.write(f"dry run: would be {outcome.status} {outcome.counts} {outcome.reason}".rstrip())
         else:
             self.stdout.write(f"frame {outcome.frame_id}: {outcome.status} {outcome.counts} {outcome.reason}".rstrip())
