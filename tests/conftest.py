@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.contrib.auth.models import Group
 
 from devtools.canary_mock import CanaryMock, running
 
@@ -85,3 +86,12 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     if suffix:
         db = settings.DATABASES["default"]
         db.setdefault("TEST", {})["NAME"] = f"test_{db['NAME']}_{suffix}"
+
+
+@pytest.fixture
+def steward(client, django_user_model):
+    """A member of the "Data steward" group (created by a catalog migration), logged in to the test client."""
+    user = django_user_model.objects.create_user("ana", password="not-a-real-password-1", is_staff=True)
+    user.groups.add(Group.objects.get(name="Data steward"))
+    client.force_login(user)
+    return user

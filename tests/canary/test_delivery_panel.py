@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 
@@ -18,13 +18,6 @@ from sparkplug.datatypes import DataType as T
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture
-def steward(client):
-    user = User.objects.create_user("ana", password="not-a-real-password-1", is_staff=True)
-    user.groups.add(Group.objects.get(name="Data steward"))
-    client.force_login(user)
-    return user
 
 
 @pytest.fixture

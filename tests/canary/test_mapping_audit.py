@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.urls import reverse
 
 from canary.models import MappingChange, PropertyMapping
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture
-def steward(client):
-    user = User.objects.create_user("ana", password="not-a-real-password-1", is_staff=True)
-    user.groups.add(Group.objects.get(name="Data steward"))
-    client.force_login(user)
-    return user
 
 
 def test_mapping_add_change_are_audited_with_one_line_inputs(client, steward):

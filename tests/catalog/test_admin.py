@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
 from builders import device, metric
@@ -12,13 +11,6 @@ from ingest.ledger import store_frame
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture
-def steward(client):
-    user = User.objects.create_user("steward", password="not-a-real-password-1", is_staff=True)
-    user.groups.add(Group.objects.get(name="Data steward"))
-    client.force_login(user)
-    return user
 
 
 @pytest.fixture
@@ -88,7 +80,7 @@ def test_steward_cannot_change_identity_but_can_override(client, steward, catalo
     m.refresh_from_db()
     assert m.name == "Maceira/400 - Clinker Production/Active"
     override = PropertyOverride.objects.get(metric=m, key="engUnit")
-    assert (override.value, override.updated_by) == ("degC", "steward")
+    assert (override.value, override.updated_by) == ("degC", "ana")
 
 
 def test_steward_cannot_delete_metrics_or_edit_ledger(client, steward, catalog_rows):

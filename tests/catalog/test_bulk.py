@@ -118,13 +118,6 @@ def test_bulk_apply_is_all_or_nothing(plants, monkeypatch):
     assert not MetricVersion.objects.exists()
 
 
-@pytest.fixture
-def steward(client):
-    user = User.objects.create_user("ana", password="not-a-real-password-1", is_staff=True)
-    user.groups.add(Group.objects.get(name="Data steward"))
-    client.force_login(user)
-    return user
-
 
 @pytest.mark.django_db
 def test_admin_bulk_journey_preview_then_confirm_on_the_whole_filter(client, steward, plants):

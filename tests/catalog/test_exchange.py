@@ -8,7 +8,6 @@ import io
 import time
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.urls import reverse
@@ -36,13 +35,6 @@ def rows():
     PropertyOverride.objects.create(metric=ms[0], key="engUnit", type="string", string_value="bar", updated_by="x")
     return ms
 
-
-@pytest.fixture
-def steward(client):
-    user = User.objects.create_user("ana", password="not-a-real-password-1", is_staff=True)
-    user.groups.add(Group.objects.get(name="Data steward"))
-    client.force_login(user)
-    return user
 
 
 def export(client, action: str) -> bytes:

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
 from builders import device, metric
@@ -16,13 +15,6 @@ from sparkplug.datatypes import DataType as T
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture
-def steward(client):
-    user = User.objects.create_user("ana", password="not-a-real-password-1", is_staff=True)
-    user.groups.add(Group.objects.get(name="Data steward"))
-    client.force_login(user)
-    return user
 
 
 def prop(m, key, sptype, kind, **value):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
 from builders import device, metric
@@ -16,13 +15,6 @@ pytestmark = pytest.mark.django_db
 
 CHANGELIST = "admin:catalog_propertyoverride_changelist"
 
-
-@pytest.fixture
-def steward(client):
-    user = User.objects.create_user("ana", password="not-a-real-password-1", is_staff=True)
-    user.groups.add(Group.objects.get(name="Data steward"))
-    client.force_login(user)
-    return user
 
 
 @pytest.fixture
