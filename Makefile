@@ -14,7 +14,7 @@ DEVSTACK := $(PY) scripts/devstack
 LOGS := .devstack/logs
 
 .PHONY: help venv tools devstack migrate test demo up down status bench bench-ingest bench-sync bench-scale lint proto clean
-.PHONY: bench-scaleout
+.PHONY: bench-scaleout bench-admin
 
 help:
 	@echo "make demo          start everything locally and show it (Ctrl-C stops)"
@@ -93,7 +93,7 @@ status: venv
 	$(DEVSTACK) status
 	-$(PY) scripts/demo --status
 
-bench: bench-ingest bench-sync bench-scale
+bench: bench-ingest bench-sync bench-scale bench-admin bench-scaleout
 
 bench-ingest: migrate
 	$(PY) bench/ingest.py
