@@ -18,6 +18,7 @@ LOGS := .devstack/logs
 
 help:
 	@echo "make demo          start everything locally and show it (Ctrl-C stops)"
+	@echo "make prod-check    production rehearsal: compose's commands and settings on the dev stack"
 	@echo "make test          run the whole test suite (starts what it needs)"
 	@echo "make up|down|status  the local stack, detached (logs in $(LOGS)/)"
 	@echo "make exporter-venv celery-exporter in its own virtualenv .venv-exporter (make demo does it too)"
@@ -57,6 +58,16 @@ tools:
 	else \
 		echo "chromium is missing: install it (Debian/Ubuntu: sudo apt-get install chromium), or set CHROMIUM" \
 			"to a Chromium binary, then run make test again" >&2; \
+	fi
+	@# the production rehearsal (make prod-check, tests/test_prod_check.py) puts Debian's caddy in front of gunicorn
+	@if command -v caddy >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing caddy (Debian package, for make prod-check)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends caddy >/dev/null \
+			|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends caddy >/dev/null; }; \
+	else \
+		echo "caddy is missing: install it (Debian/Ubuntu: sudo apt-get install caddy), then run make prod-check again" >&2; \
 	fi
 
 migrate: devstack
@@ -118,3 +129,9 @@ clean: down
 # 2 ingest replicas + 3 births workers vs 1 + 1 on a 200 x 5,000-metric burst; CDC takeover (docs/scaling.md)
 bench-scaleout: migrate
 	$(PY) bench/scaleout.py
+
+# Production rehearsal on the dev stack: every compose service's command and settings behind a local
+# HTTPS proxy, a birth to the Canary mock, health checks, admin login, the denials (docs/security.md)
+.PHONY: prod-check
+prod-check: tools migrate
+	$(PY) scripts/prod-check
