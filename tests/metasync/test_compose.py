@@ -25,6 +25,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 PROMETHEUS_DIR = ROOT / "ops" / "prometheus"
 EXPORTER_VENV_SCRIPT = ROOT / "scripts" / "exporter-venv"
+EXPORTER_PINS = ROOT / "ops" / "celery-exporter" / "requirements.txt"
 
 # Variables docker-compose.yml may interpolate that no metasync process reads.
 COMPOSE_ONLY = {
@@ -61,7 +62,7 @@ def services(compose: dict) -> dict[str, dict]:
 
 def is_metasync(service: dict) -> bool:
     """Runs our image (built from this repository)."""
-    return "build" in service or str(service.get("image", "")).startswith("metasync:")
+    return service.get("build") == "." or str(service.get("image", "")).startswith("metasync:")
 
 
 def app_services(services: dict[str, dict]) -> dict[str, dict]:
@@ -358,7 +359,7 @@ def test_dependencies_have_healthchecks(services):
 
 def test_third_party_images_are_pinned(services):
     for name, svc in services.items():
-        if is_metasync(svc):
+        if is_metasync(svc) or "build" in svc:  # built here from pinned requirements
             continue
         image = svc.get("image", "")
         tag = image.rpartition(":")[2] if ":" in image else ""
@@ -366,7 +367,7 @@ def test_third_party_images_are_pinned(services):
             f"service {name!r}: image {image!r} must be pinned to a version"
         )
     expected = {"emqx": "emqx/emqx:5.8.", "postgres": "postgres:16", "redis": "redis:7",
-                "prometheus": "prom/prometheus:v", "celery-exporter": "danihodovic/celery-exporter:"}
+                "prometheus": "prom/prometheus:v"}
     for name, prefix in expected.items():
         assert services[name]["image"].startswith(prefix), f"service {name!r}: image must be {prefix}*"
 
@@ -444,19 +445,30 @@ def test_flower_requires_basic_auth(services):
     assert var and var.secret, "FLOWER_BASIC_AUTH must be a secret setting (metasync/settings.py)"
 
 
-def test_celery_exporter_is_pinned_and_watches_the_broker(services):
+def test_celery_exporter_is_the_dev_stacks_and_watches_the_broker(services):
+    """Compose builds the exporter from the very pin file the dev stack's .venv-exporter installs."""
     svc = services["celery-exporter"]
-    repo, _, tag = svc["image"].rpartition(":")
-    assert repo == "danihodovic/celery-exporter", f"celery-exporter: unexpected image {svc['image']!r}"
-    semver(tag)
+    assert Path(ROOT, svc.get("build", "")).resolve() == EXPORTER_PINS.parent, (
+        "celery-exporter: build it from ops/celery-exporter (the dev stack's pins), not a foreign image"
+    )
+    dockerfile = (EXPORTER_PINS.parent / "Dockerfile").read_text(encoding="utf-8")
+    assert "COPY requirements.txt" in dockerfile and "pip install -r /tmp/requirements.txt" in dockerfile
+    pins = [line.strip() for line in EXPORTER_PINS.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+    assert all("==" in pin for pin in pins), f"{EXPORTER_PINS}: every line must pin an exact version"
+    (exporter,) = [pin for pin in pins if pin.startswith("prometheus-exporter-celery==")]
+    semver(exporter.partition("==")[2])
+    script = EXPORTER_VENV_SCRIPT.read_text(encoding="utf-8")
+    assert 'PINS_FILE = REPO / "ops" / "celery-exporter" / "requirements.txt"' in script, (
+        "scripts/exporter-venv must install ops/celery-exporter/requirements.txt"
+    )
+    assert not re.search(r"prometheus-exporter-celery==\d", script), (
+        "scripts/exporter-venv must not pin a version of its own"
+    )
     args = argv(svc["command"])
     assert "REDIS_URL" in interpolated(option(args, "--broker-url") or ""), (
         "celery-exporter: --broker-url must be ${REDIS_URL...}, the broker the workers use"
     )
-    # the local stack's copy (own virtualenv, never .venv) is pinned exactly as well
-    pins = re.findall(r'"prometheus-exporter-celery==([^"]+)"', EXPORTER_VENV_SCRIPT.read_text(encoding="utf-8"))
-    assert len(pins) == 1, "scripts/exporter-venv must pin prometheus-exporter-celery==X.Y.Z exactly once"
-    semver(pins[0])
 
 
 def test_workers_serve_their_metrics_on_a_port_of_their_own(services):
