@@ -800,3 +800,12 @@ def pgoutput_row_changes(messages: list[bytes]) -> list[RowChange]:
                 values.update(part)
             changes.append(RowChange(kind.decode(), table, values))
     return changes
+
+
+def devstack_restart(service: str) -> float:
+    """``scripts/devstack restart <service>`` (same port); returns how long it took."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "scripts/devstack", "restart", service], cwd=BASE_DIR,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"devstack restart {service} failed:\n{done.stdout}\n{done.stderr}"
+    return time.monotonic() - started

@@ -12,8 +12,6 @@ import contextlib
 import hashlib
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -31,7 +29,15 @@ from catalog.models import Metric, MetricProperty, MetricVersion
 from devtools.edge import synthetic_birth, synthetic_metrics
 from ingest.models import BirthFrame
 from sparkplug.codec import MetricSpec
-from stack import BASE_DIR, DaemonDied, Publisher, Stack, integrity_violations, running_stack, wait_for
+from stack import (
+    DaemonDied,
+    Publisher,
+    Stack,
+    devstack_restart,
+    integrity_violations,
+    running_stack,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -277,15 +283,6 @@ def quiet_problem(stack: Stack, flow: BirthFlow, group: str, lsn: list[str | Non
     if problems:
         return f"{len(problems)} of {len(ids)} metric(s) differ from the catalog, e.g. {problems[0]}"
     return None
-
-
-def devstack_restart(service: str) -> float:
-    """``scripts/devstack restart <service>`` (same port); returns how long it took."""
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "scripts/devstack", "restart", service], cwd=BASE_DIR,
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, f"devstack restart {service} failed:\n{done.stdout}\n{done.stderr}"
-    return time.monotonic() - started
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from metasync.mqtt import make_client
 from sparkplug.codec import MetricSpec, encode_birth
 from sparkplug.datatypes import DataType
 from sparkplug.host import State, bdseq_payload, parse_state, state_topic
-from stack import Daemon, Stack, mqtt_config, publish, running_stack, wait_for
+from stack import Daemon, Stack, devstack_restart, mqtt_config, publish, running_stack, wait_for
 
 pytestmark = pytest.mark.slow
 transactional = pytest.mark.django_db(transaction=True)
@@ -237,6 +237,26 @@ def test_primary_host_republishes_state_after_a_reconnect(host):
         again = watch.next()
         assert again is not None and again.online and again.timestamp > first.timestamp, again
         host.wait_subscribed()
+
+
+@transactional
+def test_primary_host_republishes_state_after_a_broker_restart(host):
+    """TC-45: the broker restarts (it keeps no retained message and sends no will when it dies):
+    ingest reconnects on its own and publishes a new online STATE with a newer timestamp, which is
+    what edge nodes bound to it wait for before they publish their births again; births apply."""
+    with StateWatch(host.host_id) as watch:
+        first = watch.next()
+        assert first is not None and first.online, first
+        devstack_restart("mosquitto")
+        deadline = time.monotonic() + TIMEOUT
+        while True:  # the watcher reconnects too and may see the old session's messages first
+            state = watch.next(max(0.1, deadline - time.monotonic()))
+            if state is not None and state.online and state.timestamp > first.timestamp:
+                break
+        host.wait_subscribed()
+    topic = f"spBv1.0/{new_group()}/DBIRTH/Edge1/Dev1"
+    publish(topic, birth())
+    applied(host, topic)
 
 
 @pytest.mark.unit
