@@ -56,7 +56,17 @@ def lines(change: dict) -> list[Line]:
                 old, new = value if isinstance(value, list) and len(value) == 2 else (None, value)
                 out.append(Line(key, what, text(old), text(new)))
     for key, kept in sorted((change.get("override_kept") or {}).items()):
-        edge = kept.get("edge") or [None, None]
-        out.append(Line(key, "override kept", f"edge {text(edge[0])}", f"edge {text(edge[1])}, override "
-                                                                       f"{text(kept.get('override'))} kept"))
+        out.append(key_line("override_kept", key, None, kept))
     return out
+
+
+def key_line(part: str, key: str, old: object, new: object) -> Line:
+    """The line of one key-level history row (the ``metric_version_keys`` view: part, key, old, new)."""
+    if part == "override_kept":
+        kept = new if isinstance(new, dict) else {}
+        edge = kept.get("edge") or [None, None]
+        return Line(key, "override kept", f"edge {text(edge[0])}",
+                    f"edge {text(edge[1])}, override {text(kept.get('override'))} kept")
+    old_text = ABSENT if part.endswith("added") or (part == key and old is None) else text(old)
+    new_text = ABSENT if part.endswith("removed") else text(new)
+    return Line(key, PARTS.get(part, part), old_text, new_text)

@@ -217,6 +217,30 @@ class MetricVersion(models.Model):
         return f"{self.kind} by {self.changed_by}"
 
 
+class VersionKey(models.Model):
+    """One key of one version: a read-only view over ``MetricVersion.change`` (catalog 0008), so the
+    history lists, filters and pages key-level rows ("engUnit: °C → bar") like any table."""
+
+    id = models.TextField(primary_key=True)  # "<version id>:<part>:<key>"
+    version = models.ForeignKey(MetricVersion, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    metric = models.ForeignKey(Metric, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    kind = models.CharField(max_length=16, choices=MetricVersion.Kind.choices)
+    changed_by = models.TextField()
+    changed_at = models.DateTimeField()
+    part = models.TextField()  # added / changed / removed / override_* / name / uns_path / datatype
+    key = models.TextField()
+    old = models.JSONField(null=True)
+    new = models.JSONField(null=True)
+
+    class Meta:
+        managed = False
+        db_table = 'uns_meta"."metric_version_keys'
+        ordering = ["-version", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.old} → {self.new}"
+
+
 class MetricPathLineage(models.Model):
     """Every change of a metric's ``uns_path``; the metric keeps its id."""
 

@@ -17,6 +17,7 @@ from psycopg import sql
 
 PUBLISHED_TABLES = ("metrics", "metric_properties")
 APPEND_ONLY_TABLES = ("metric_versions",)
+READ_ONLY_VIEWS = ("metric_version_keys",)  # the history as key-level rows
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ def app_role_statements(role: str, password: str | None, *, database: str, owner
         add("REVOKE CREATE ON SCHEMA {} FROM {}", sql.Identifier(schema), ident)
     for schema, tables in (("public", public_tables), ("uns_meta", uns_tables)):
         for table in tables:
-            privileges = "SELECT, INSERT" if table in APPEND_ONLY_TABLES else "SELECT, INSERT, UPDATE, DELETE"
+            privileges = ("SELECT" if table in READ_ONLY_VIEWS else "SELECT, INSERT" if table in APPEND_ONLY_TABLES
+                          else "SELECT, INSERT, UPDATE, DELETE")
             add("GRANT " + privileges + " ON {}.{} TO {}", sql.Identifier(schema), sql.Identifier(table), ident)
         add("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}", sql.Identifier(schema), ident)
         # Tables created by later migrations (run by the owner) are usable at once.

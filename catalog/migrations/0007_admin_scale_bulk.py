@@ -6,23 +6,16 @@ import django.contrib.postgres.indexes
 import django.db.models.deletion
 import django.db.models.functions.datetime
 import django.db.models.functions.text
-from django.contrib.auth.management import create_permissions
 from django.contrib.postgres.operations import TrigramExtension
 from django.db import migrations, models
+
+from catalog.permissions import grant_steward_view
 
 TRGM = ("uns_path", "name", "canary_id")
 
 
 def grant_view(apps, schema_editor):
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, verbosity=0)
-        app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    view = Permission.objects.get(content_type__app_label="catalog", codename="view_bulkchange")
-    for group in Group.objects.filter(name="Data steward"):
-        group.permissions.add(view)
+    grant_steward_view(apps, "view_bulkchange")
 
 
 class Migration(migrations.Migration):

@@ -35,6 +35,7 @@ STEWARD = ("ana", "not-a-real-password-ana-1")
 # Data migrations whose rows a transactional test's flush removes (RunPython forwards are idempotent).
 SEED_MIGRATIONS = ("catalog.migrations.0003_data_steward_group", "canary.migrations.0002_defaults",
                    "canary.migrations.0005_quarantine", "catalog.migrations.0007_admin_scale_bulk",
+                   "catalog.migrations.0008_version_keys",
                    "canary.migrations.0009_mapping_changes")
 NAV_TIMEOUT_MS = 30_000
 

@@ -41,6 +41,7 @@ def test_setup_roles_prints_grants_without_secrets(roles):
     app, cdc, password, output = roles
     assert f"GRANT SELECT ON uns_meta.metrics TO {cdc}" in output
     assert f"GRANT SELECT, INSERT ON uns_meta.metric_versions TO {app}" in output
+    assert f"GRANT SELECT ON uns_meta.metric_version_keys TO {app}" in output  # the key-level history view
     assert password not in output
 
 
@@ -52,6 +53,7 @@ def test_app_role_is_not_superuser_and_has_no_ddl(roles):
                             " WHERE rolname = current_user").fetchone() == (False, False, False, False)
         conn.execute("SELECT count(*) FROM uns_meta.metrics")
         conn.execute("SELECT count(*) FROM auth_user")
+        conn.execute("SELECT count(*) FROM uns_meta.metric_version_keys")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("CREATE TABLE uns_meta.intruder (id int)")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -6,7 +6,7 @@ import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from catalog.roles import app_role_statements, cdc_role_statements
+from catalog.roles import READ_ONLY_VIEWS, app_role_statements, cdc_role_statements
 
 
 class Command(BaseCommand):
@@ -31,7 +31,8 @@ class Command(BaseCommand):
             existing = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles")}
             tables = conn.execute(
                 "SELECT table_schema, table_name FROM information_schema.tables "
-                "WHERE table_schema IN ('public', 'uns_meta') AND table_type = 'BASE TABLE' ORDER BY 1, 2"
+                "WHERE table_schema IN ('public', 'uns_meta') AND (table_type = 'BASE TABLE' OR table_name = ANY(%s)) "
+                "ORDER BY 1, 2", [list(READ_ONLY_VIEWS)]
             ).fetchall()
             if not any(schema == "uns_meta" for schema, _ in tables):
                 raise CommandError(f"database {database!r} has no uns_meta tables: run `manage.py migrate` first")
